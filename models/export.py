@@ -1,0 +1,235 @@
+"""Checkpoint -> ONNX (optimum) -> ORT graph optimisation -> int8 -> parity gate -> repository.
+
+Static (calibrated) int8 is the default: dynamic int8 computes activation scales over the whole
+batch, so an item's score would depend on its batch neighbours. Only MatMuls with a constant
+weight are quantised (the projections and feed-forward layers, where the time goes); the
+attention products between activations stay fp32, which keeps the scores close to fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from models.data_check import read_labelled_csv
+from models.parity import ParityError, ParityReport, measure_parity
+from models.repository import publish_entry
+from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate, load_tokenizer
+from service.runtime.spec import MetricSpec
+
+log = logging.getLogger(__name__)
+
+Quantization = Literal["static", "dynamic", "none"]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    quantization: Quantization = "static"
+    calibration_rows: int = 128  # items from the eval CSV whose windows set activation ranges
+    calibration_method: Literal["minmax", "percentile"] = "minmax"
+    per_channel: bool = True  # per-channel weights: same speed, much closer to fp32
+    opset: int = 18
+    parity_rows: int = 0  # 0: every row of the eval CSV
+    batch_probe_items: int = 48  # items scored alone and in mixed batches for invariance
+
+
+def export_onnx(checkpoint: Path, out_dir: Path, opset: int) -> Path:
+    """fp32 ONNX with dynamic batch and sequence axes, through optimum's exporter."""
+    from optimum.exporters.onnx import main_export
+
+    main_export(
+        str(checkpoint),
+        output=out_dir,
+        task="text-classification",
+        opset=opset,
+        local_files_only=True,
+        do_validation=False,
+        library_name="transformers",
+    )
+    model = out_dir / "model.onnx"
+    if not model.exists():
+        raise RuntimeError(f"optimum wrote no model.onnx into {out_dir}")
+    return model
+
+
+def optimise_graph(model: Path, out: Path) -> Path:
+    """ORT's offline graph optimisation (constant folding, shape inference) before int8."""
+    quant_pre_process(str(model), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def weight_matmuls(model: Path) -> list[str]:
+    """Names of MatMul nodes whose second input is a constant: the layers worth int8."""
+    graph = onnx.load(str(model), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    constants |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in constants]
+
+
+class _WindowReader(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds calibration windows to ORT in small length-sorted batches."""
+
+    def __init__(self, windows: Sequence[Window], pad_id: int, input_names: Sequence[str]) -> None:
+        ordered = sorted(windows, key=len)
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(
+            {k: v for k, v in collate(ordered[i : i + 8], pad_id).items() if k in input_names}
+            for i in range(0, len(ordered), 8)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def quantise(
+    model: Path, out: Path, options: ExportOptions, windows: Sequence[Window], pad_id: int
+) -> dict[str, Any]:
+    """Write the int8 (or fp32) model to `out`; returns what was done, for the manifest."""
+    if options.quantization == "none":
+        shutil.copyfile(model, out)
+        return {"mode": "none"}
+    nodes = weight_matmuls(model)
+    if options.quantization == "dynamic":
+        quantize_dynamic(
+            str(model),
+            str(out),
+            per_channel=options.per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=nodes,
+        )
+        return {"mode": "dynamic", "per_channel": options.per_channel, "nodes": len(nodes)}
+    input_names = [i.name for i in onnx.load(str(model), load_external_data=False).graph.input]
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+    quantize_static(
+        str(model),
+        str(out),
+        _WindowReader(windows, pad_id, input_names),
+        quant_format=QuantFormat.QDQ,
+        per_channel=options.per_channel,
+        reduce_range=False,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=nodes,
+        calibrate_method=method[options.calibration_method],
+    )
+    return {
+        "mode": "static",
+        "format": "QDQ",
+        "activations": "uint8 per-tensor, calibrated",
+        "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",
+        "calibration_method": options.calibration_method,
+        "calibration_windows": len(windows),
+        "nodes": len(nodes),
+        "kept_fp32": "attention products between activations, LayerNorm, softmax, GELU",
+    }
+
+
+def _versions() -> dict[str, str]:
+    import optimum.version
+    import torch
+    import transformers
+
+    return {
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "optimum": optimum.version.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def export_to_repository(
+    checkpoint: Path,
+    spec: MetricSpec,
+    repository: Path,
+    *,
+    eval_csv: Path,
+    options: ExportOptions | None = None,
+    force: bool = False,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Export, check parity against the checkpoint, and publish `<repository>/<name>/<version>`.
+
+    Raises ParityError (and publishes nothing) when the artifact misses the spec's bounds.
+    """
+    options = options or ExportOptions()
+    target = repository / spec.name / spec.version
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to replace that version")
+    tokenizer_json = checkpoint / "tokenizer.json"
+    if not tokenizer_json.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no tokenizer.json (a fast tokenizer is required)")
+    rows = read_labelled_csv(eval_csv, spec)
+    encoder = PairEncoder(load_tokenizer(tokenizer_json), spec)
+    calibration = [
+        w
+        for item in encoder.try_encode_many(rows[: options.calibration_rows])
+        if isinstance(item, EncodedItem)
+        for w in item.windows
+    ]
+    with tempfile.TemporaryDirectory(prefix="lunaserve-export-") as tmp:
+        work = Path(tmp)
+        log.info("exporting %s to ONNX (opset %d)", checkpoint, options.opset)
+        fp32 = export_onnx(checkpoint, work / "onnx", options.opset)
+        optimised = optimise_graph(fp32, work / "optimised.onnx")
+        log.info("quantising (%s) with %d calibration windows", options.quantization, len(calibration))
+        final = work / "model.onnx"
+        quantisation = quantise(optimised, final, options, calibration, encoder.pad_id)
+        parity_rows = rows[: options.parity_rows] if options.parity_rows else rows
+        report: ParityReport = measure_parity(
+            checkpoint, final, encoder, parity_rows, batch_probe_items=options.batch_probe_items
+        )
+        log.info("parity: %s", report.summary())
+        failures = report.failures(spec.parity)
+        if failures:
+            raise ParityError(
+                f"{checkpoint}: the exported artifact misses the parity bounds: {'; '.join(failures)}."
+                " Nothing was published."
+            )
+        export_info = {
+            "opset": options.opset,
+            "exporter": "optimum.exporters.onnx.main_export (dynamic batch and sequence axes)",
+            "graph_optimisation": "onnxruntime quant_pre_process offline; ORT_ENABLE_ALL at load",
+            "quantization": quantisation,
+            "cpu_flags": _cpu_flags(),
+            "versions": _versions(),
+            "options": asdict(options),
+        }
+        return publish_entry(
+            repository,
+            spec,
+            model=final,
+            tokenizer=tokenizer_json,
+            source={"checkpoint": str(checkpoint), **(source or {})},
+            export=export_info,
+            parity=report.to_dict(),
+            force=force,
+        )
+
+
+def _cpu_flags() -> list[str]:
+    """The int8 kernels ORT picks depend on these; recorded so a reader can compare machines."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    flags = set(text.split())
+    return [f for f in wanted if f in flags]

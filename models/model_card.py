@@ -1,0 +1,143 @@
+"""MODEL_CARD.md from a manifest: the card says only what the manifest records.
+
+Rendering from the manifest (never by hand) keeps the card and the figures that the server
+and `evaluate` report the same, weak figures included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.runtime.artifact import Manifest
+
+QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")
+BASELINE_ORDER = ("length_only", "word_overlap", "majority", "existing")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if value is None:
+        return "n/a"
+    return str(value)
+
+
+def _intended_use(m: Manifest) -> list[str]:
+    s = m.spec
+    li = s.long_input
+    return [
+        "## Intended use",
+        "",
+        s.description.strip(),
+        "",
+        f"- Use case: **{s.use_case}**. Labels: {', '.join(s.labels)}; the score is the probability"
+        f" of **{s.positive_label}**, and an item passes when score >= {s.threshold}.",
+        f"- Inputs: required {', '.join(f.value for f in s.required_fields)}; the model reads"
+        f" ({' + '.join(f.value for f in s.text_pair.first)}) paired with"
+        f" ({' + '.join(f.value for f in s.text_pair.second) or 'nothing'}).",
+        f"- Window: {s.max_tokens} tokens. Long inputs: `{li.mode.value}`"
+        + (
+            f" (overlap {li.window_overlap_tokens} tokens, at most {li.max_windows} windows,"
+            f" aggregated by {li.aggregation.value})"
+            if li.mode.value == "window"
+            else ""
+        )
+        + "; the response is never cut.",
+        f"- Constraints: {s.constraints.rstrip('.') or 'none stated'}.",
+    ]
+
+
+def _training(m: Manifest) -> list[str]:
+    t = m.source.training
+    lines = ["## Training data and provenance", ""]
+    lines.append(
+        f"- Base model: {m.source.base_model or 'not recorded'}"
+        + (f" (weights sha256 {m.source.base_sha256})" if m.source.base_sha256 else "")
+    )
+    lines.append(f"- Checkpoint exported: `{m.source.checkpoint}`")
+    if not t:
+        lines.append("- Training details: not recorded for this entry.")
+    for key, value in t.items():
+        if key == "limits":
+            continue
+        lines.append(f"- {key.replace('_', ' ').capitalize()}: {_fmt(value)}")
+    return lines
+
+
+def _quality(m: Manifest) -> list[str]:
+    lines = ["## Quality", ""]
+    if not m.quality:
+        return [*lines, "No test set has been evaluated for this entry yet."]
+    for name, figures in m.quality.items():
+        lines += [f"### {name}", ""]
+        if figures.get("description"):
+            lines += [figures["description"], ""]
+        lines.append(f"Rows: {figures.get('rows', 'n/a')}; label counts: {figures.get('label_counts', {})}.")
+        lines += [
+            "",
+            "| scorer | " + " | ".join(QUALITY_COLUMNS) + " |",
+            "|---|" + "---|" * len(QUALITY_COLUMNS),
+        ]
+        lines.append("| **this model** | " + " | ".join(_fmt(figures.get(c)) for c in QUALITY_COLUMNS) + " |")
+        baselines = figures.get("baselines", {})
+        for base in [b for b in BASELINE_ORDER if b in baselines]:
+            row = baselines[base]
+            lines.append(
+                f"| {base.replace('_', ' ')} | "
+                + " | ".join(_fmt(row.get(c)) for c in QUALITY_COLUMNS)
+                + " |"
+            )
+        best = figures.get("best_threshold")
+        if best:
+            lines += [
+                "",
+                f"Threshold maximising macro-F1 here: {_fmt(best.get('threshold'))}"
+                f" (macro-F1 {_fmt(best.get('macro_f1'))}).",
+            ]
+        lines.append("")
+    return lines
+
+
+def _artifact(m: Manifest) -> list[str]:
+    p = m.parity
+    q = m.export.get("quantization", {})
+    return [
+        "## Artifact and parity",
+        "",
+        f"- Quantisation: {q.get('mode', 'n/a')}"
+        + (f", {q.get('weights')}, activations {q.get('activations')}" if q.get("mode") == "static" else "")
+        + ".",
+        f"- Against the fp32 PyTorch checkpoint on {p.get('items', 'n/a')} eval items: decision agreement"
+        f" {_fmt(p.get('decision_agreement'))}, largest score difference {_fmt(p.get('max_abs_score_diff'))},"
+        f" macro-F1 {_fmt(p.get('macro_f1_reference'))} -> {_fmt(p.get('macro_f1_artifact'))}.",
+        f"- Batch invariance: an item's score moved by at most {p.get('batch_max_score_delta', 'n/a'):.2e}"
+        f" between being scored alone and inside mixed padded batches"
+        f" ({p.get('batch_decision_flips', 'n/a')} decisions flipped)."
+        if isinstance(p.get("batch_max_score_delta"), float)
+        else "- Batch invariance: not measured.",
+        "- Files: "
+        + ", ".join(f"{n} ({d.bytes / 1e6:.1f} MB)" for n, d in m.files.items() if n != "MODEL_CARD.md"),
+    ]
+
+
+def render_model_card(m: Manifest) -> str:
+    limits = m.source.training.get("limits") or []
+    sections = [
+        [
+            f"# {m.spec.name} version {m.spec.version}",
+            "",
+            f"Generated by lunaserve from `manifest.json` on {m.created_at}.",
+        ],
+        _intended_use(m),
+        _training(m),
+        _quality(m),
+        _artifact(m),
+        [
+            "## Limits",
+            "",
+            *(f"- {x}" for x in limits),
+            "- Scores are calibrated only as far as the ECE above says; re-check the threshold on"
+            " your own labelled test set before relying on it.",
+        ],
+    ]
+    return "\n".join("\n".join(s) + "\n" for s in sections)

@@ -1,0 +1,172 @@
+"""Parity of an exported artifact against its PyTorch checkpoint, and batch invariance.
+
+Both sides score the same windows through `service.runtime.classifier.score_encoded`, so the
+only difference measured is the artifact itself (export, graph optimisation, int8).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.runtime.classifier import score_encoded
+from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate
+from service.runtime.postprocess import ItemScore, probabilities
+from service.runtime.session import OnnxSession
+from service.runtime.spec import MetricSpec, ParityBounds
+
+MIXED_BATCH_SIZE = 8
+MIXED_PERMUTATIONS = 3
+
+
+class ParityError(ValueError):
+    """The artifact misses the spec's parity bounds; nothing is published."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    items: int
+    windows: int
+    max_abs_score_diff: float
+    mean_abs_score_diff: float
+    decision_agreement: float
+    macro_f1_reference: float
+    macro_f1_artifact: float
+    f1_drop: float
+    batch_probe_items: int
+    batch_max_score_delta: float  # largest |score alone - score inside a mixed batch|
+    batch_decision_flips: int
+
+    def failures(self, bounds: ParityBounds) -> list[str]:
+        out = []
+        if self.decision_agreement < bounds.min_decision_agreement:
+            out.append(f"decision agreement {self.decision_agreement:.4f} < {bounds.min_decision_agreement}")
+        if self.f1_drop > bounds.max_f1_drop:
+            out.append(f"macro-F1 drop {self.f1_drop:.4f} > {bounds.max_f1_drop}")
+        if self.batch_max_score_delta > bounds.max_batch_score_delta:
+            out.append(
+                f"score moves by {self.batch_max_score_delta:.4f} between alone and mixed batches"
+                f" (> {bounds.max_batch_score_delta})"
+            )
+        return out
+
+    def summary(self) -> str:
+        return (
+            f"agreement {self.decision_agreement:.4f}, max |dp| {self.max_abs_score_diff:.4f},"
+            f" macro-F1 {self.macro_f1_reference:.4f} -> {self.macro_f1_artifact:.4f},"
+            f" batch delta {self.batch_max_score_delta:.2e} ({self.batch_decision_flips} flips)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def torch_forward(checkpoint: Path, pad_id: int, activation: str) -> Any:
+    """A `forward` over windows with the PyTorch checkpoint in fp32 (the reference)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint), local_files_only=True)
+    model.eval()
+
+    def forward(windows: Sequence[Window]) -> np.ndarray:
+        batch = {k: torch.from_numpy(v) for k, v in collate(windows, pad_id).items()}
+        with torch.inference_mode():
+            logits = model(**batch).logits.float().numpy()
+        return probabilities(logits, activation)
+
+    return forward
+
+
+def onnx_forward(model_path: Path, pad_id: int, activation: str) -> Any:
+    session = OnnxSession(model_path)
+
+    def forward(windows: Sequence[Window]) -> np.ndarray:
+        return probabilities(session.run(collate(windows, pad_id)), activation)
+
+    return forward
+
+
+def macro_f1(truth: Sequence[bool], predicted: Sequence[bool]) -> float:
+    """Mean of the F1 of both classes (good and not good)."""
+    t = np.asarray(truth, bool)
+    p = np.asarray(predicted, bool)
+    scores = []
+    for cls in (True, False):
+        tp = np.sum((p == cls) & (t == cls))
+        fp = np.sum((p == cls) & (t != cls))
+        fn = np.sum((p != cls) & (t == cls))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def batch_invariance(
+    forward: Any, encoded: Sequence[EncodedItem], spec: MetricSpec, seed: int = 0
+) -> tuple[float, int]:
+    """Largest change of an item's first-window score between alone and mixed padded batches."""
+    windows = [item.windows[0] for item in encoded]
+    positive = spec.positive_index
+    alone = np.array([forward([w])[0, positive] for w in windows])
+    rng = random.Random(seed)
+    worst = 0.0
+    flips = 0
+    for _ in range(MIXED_PERMUTATIONS):
+        order = list(range(len(windows)))
+        rng.shuffle(order)
+        for start in range(0, len(order), MIXED_BATCH_SIZE):
+            chunk = order[start : start + MIXED_BATCH_SIZE]
+            batched = forward([windows[i] for i in chunk])[:, positive]
+            delta = np.abs(batched - alone[chunk])
+            worst = max(worst, float(delta.max()))
+            flips += int(np.sum((batched >= spec.threshold) != (alone[chunk] >= spec.threshold)))
+    return worst, flips
+
+
+def measure_parity(
+    checkpoint: Path,
+    artifact_model: Path,
+    encoder: PairEncoder,
+    rows: Sequence[Mapping[str, str]],
+    *,
+    batch_probe_items: int = 48,
+) -> ParityReport:
+    spec = encoder.spec
+    encoded_all = encoder.try_encode_many(rows)
+    kept = [(row, item) for row, item in zip(rows, encoded_all, strict=True) if isinstance(item, EncodedItem)]
+    if not kept:
+        raise ParityError("no row of the eval set could be encoded; cannot check parity")
+    encoded = [item for _, item in kept]
+    truth = [row["label"] == spec.positive_label for row, _ in kept]
+    reference = torch_forward(checkpoint, encoder.pad_id, spec.activation)
+    artifact = onnx_forward(artifact_model, encoder.pad_id, spec.activation)
+    ref_scores = _scores(score_encoded(encoded, reference, spec))
+    art_scores = _scores(score_encoded(encoded, artifact, spec))
+    diff = np.abs(ref_scores - art_scores)
+    ref_pass = ref_scores >= spec.threshold
+    art_pass = art_scores >= spec.threshold
+    f1_ref = macro_f1(truth, ref_pass.tolist())
+    f1_art = macro_f1(truth, art_pass.tolist())
+    probe = encoded[:batch_probe_items]
+    delta, flips = batch_invariance(artifact, probe, spec)
+    return ParityReport(
+        items=len(encoded),
+        windows=sum(len(e.windows) for e in encoded),
+        max_abs_score_diff=float(diff.max()),
+        mean_abs_score_diff=float(diff.mean()),
+        decision_agreement=float(np.mean(ref_pass == art_pass)),
+        macro_f1_reference=f1_ref,
+        macro_f1_artifact=f1_art,
+        f1_drop=max(0.0, f1_ref - f1_art),
+        batch_probe_items=len(probe),
+        batch_max_score_delta=delta,
+        batch_decision_flips=flips,
+    )
+
+
+def _scores(results: Sequence[ItemScore | Exception]) -> np.ndarray:
+    return np.array([r.score for r in results if isinstance(r, ItemScore)])

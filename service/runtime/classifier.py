@@ -1,0 +1,116 @@
+"""A loaded metric: encoder, ONNX session and postprocessing behind one object.
+
+The server's scheduler calls `encode` and `forward` separately (it batches windows from many
+requests); offline callers such as `evaluate` use `score`, which batches the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from service.runtime.artifact import Artifact, load_artifact
+from service.runtime.encoding import EncodedItem, ItemTooLongError, PairEncoder, Window, collate
+from service.runtime.postprocess import ItemScore, aggregate_windows, decide, probabilities
+from service.runtime.session import OnnxSession
+from service.runtime.spec import MetricSpec
+
+Item = Mapping[str, str | None]
+
+
+class MetricModel:
+    def __init__(self, artifact: Artifact, *, intra_op_threads: int = 0) -> None:
+        self.artifact = artifact
+        self.spec: MetricSpec = artifact.spec
+        self.encoder = PairEncoder.from_file(artifact.tokenizer_path, self.spec)
+        self.session = OnnxSession(artifact.model_path, intra_op_threads=intra_op_threads)
+
+    @classmethod
+    def load(cls, folder: Path, *, intra_op_threads: int = 0, check_layout: bool = True) -> MetricModel:
+        return cls(load_artifact(folder, check_layout=check_layout), intra_op_threads=intra_op_threads)
+
+    def encode(self, items: Sequence[Item]) -> list[EncodedItem | ItemTooLongError]:
+        return self.encoder.try_encode_many(items)
+
+    def forward(self, windows: Sequence[Window]) -> np.ndarray:
+        """Label probabilities, one row per window, for windows run as one padded batch."""
+        logits = self.session.run(collate(windows, self.encoder.pad_id))
+        return probabilities(logits, self.spec.activation)
+
+    def finish(self, item: EncodedItem, window_probs: np.ndarray) -> ItemScore:
+        return finish_item(item, window_probs, self.spec)
+
+    def score(
+        self,
+        items: Sequence[Item],
+        *,
+        max_batch_tokens: int = 16384,
+        max_batch_rows: int = 64,
+    ) -> list[ItemScore | ItemTooLongError]:
+        """Score items offline: windows sorted by length, cut into token-budget batches."""
+        return score_encoded(
+            self.encode(items),
+            self.forward,
+            self.spec,
+            max_batch_tokens=max_batch_tokens,
+            max_batch_rows=max_batch_rows,
+        )
+
+
+def score_encoded(
+    encoded: Sequence[EncodedItem | ItemTooLongError],
+    forward: Callable[[Sequence[Window]], np.ndarray],
+    spec: MetricSpec,
+    *,
+    max_batch_tokens: int = 16384,
+    max_batch_rows: int = 64,
+) -> list[ItemScore | ItemTooLongError]:
+    """Run every window through `forward` in length-sorted batches and decide per item.
+
+    `forward` maps windows to probability rows; parity checks pass a PyTorch one so the
+    reference goes through exactly the same windows, batching and aggregation.
+    """
+    owners: list[int] = []
+    windows: list[Window] = []
+    for index, item in enumerate(encoded):
+        if isinstance(item, EncodedItem):
+            owners.extend([index] * len(item.windows))
+            windows.extend(item.windows)
+    probs = np.zeros((len(windows), len(spec.labels)))
+    for batch in plan_batches([len(w) for w in windows], max_batch_tokens, max_batch_rows):
+        probs[batch] = forward([windows[i] for i in batch])
+    rows_of: dict[int, list[int]] = {}
+    for row, owner in enumerate(owners):
+        rows_of.setdefault(owner, []).append(row)
+    return [
+        finish_item(item, probs[rows_of[i]], spec) if isinstance(item, EncodedItem) else item
+        for i, item in enumerate(encoded)
+    ]
+
+
+def finish_item(item: EncodedItem, window_probs: np.ndarray, spec: MetricSpec) -> ItemScore:
+    """Aggregate an item's window rows and decide."""
+    row = aggregate_windows(window_probs, spec.positive_index, spec.long_input.aggregation)
+    return decide(row, spec, windows=len(item.windows), truncated_tokens=item.truncated_tokens)
+
+
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_rows: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length whose padded size fits the budget.
+
+    Sorting by length before cutting keeps padding low; a batch closes when one more row would
+    push rows x longest length past the token budget or the row cap.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[i]  # ascending order: the newest row is the longest
+        if current and ((len(current) + 1) * longest > max_batch_tokens or len(current) >= max_batch_rows):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,255 @@
+"""Items -> token windows, exactly as training, evaluation and serving see them.
+
+An item's fields form a text pair: the first segment (query and response) is never cut; the
+second (the context) is cut by the metric's long-input policy, either truncated at one end or
+split into overlapping windows that each carry the whole first segment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service.runtime.spec import InputField, LongInputMode, MetricSpec
+
+SEGMENT_JOINER = "\n"
+MIN_CONTEXT_TOKENS = 32  # a window narrower than this cannot show support; reject instead
+
+
+class ItemTooLongError(ValueError):
+    """The item cannot be encoded under the metric's policy (reject, or response too long)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: token ids of the whole pair, with specials, unpadded."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    windows: tuple[Window, ...]
+    truncated_tokens: int  # tokens of the cut segment that no window saw
+
+    @property
+    def tokens(self) -> int:
+        """Real tokens the model will process for this item (its cost)."""
+        return sum(len(w) for w in self.windows)
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Special tokens around one or two segments, read off the tokenizer's post-processor."""
+
+    single: tuple[tuple[int, ...], tuple[int, ...]]  # (prefix, suffix) ids
+    pair: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (prefix, middle, suffix)
+    pair_type_ids: tuple[int, int, int, int, int]  # type of prefix, a, middle, b, suffix
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> PairTemplate:
+        a = tokenizer.encode("a", add_special_tokens=False)
+        b = tokenizer.encode("b", add_special_tokens=False)
+        if not a.ids or not b.ids:
+            raise ValueError("tokenizer maps plain letters to no tokens; cannot read its template")
+        one = tokenizer.encode("a", add_special_tokens=True)
+        two = tokenizer.encode("a", "b", add_special_tokens=True)
+        i = _find(one.ids, a.ids, 0)
+        single = (tuple(one.ids[:i]), tuple(one.ids[i + len(a.ids) :]))
+        ia = _find(two.ids, a.ids, 0)
+        ib = _find(two.ids, b.ids, ia + len(a.ids))
+        end_b = ib + len(b.ids)
+        pair = (
+            tuple(two.ids[:ia]),
+            tuple(two.ids[ia + len(a.ids) : ib]),
+            tuple(two.ids[end_b:]),
+        )
+        types = two.type_ids
+        pair_type_ids = (
+            types[0] if ia else types[ia],  # prefix
+            types[ia],  # first segment
+            types[ia + len(a.ids)],  # middle (or the second segment when there is none)
+            types[ib],  # second segment
+            types[-1],  # suffix (or the second segment when there is none)
+        )
+        return cls(single=single, pair=pair, pair_type_ids=pair_type_ids)
+
+    @property
+    def pair_specials(self) -> int:
+        return sum(len(p) for p in self.pair)
+
+    @property
+    def single_specials(self) -> int:
+        return sum(len(p) for p in self.single)
+
+
+def _find(haystack: Sequence[int], needle: Sequence[int], start: int) -> int:
+    for i in range(start, len(haystack) - len(needle) + 1):
+        if list(haystack[i : i + len(needle)]) == list(needle):
+            return i
+    raise ValueError("tokenizer post-processor reorders segments; unsupported template")
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """A tokenizer with its own padding and truncation off: the encoder decides both."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    for token in ("[PAD]", "<pad>", "<PAD>"):
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return int(found)
+    return 0
+
+
+def segment_text(item: Mapping[str, str | None], fields: Sequence[InputField]) -> str:
+    """Join an item's fields for one segment; absent and empty fields are left out."""
+    parts = [(item.get(f.value) or "").strip() for f in fields]
+    return SEGMENT_JOINER.join(p for p in parts if p)
+
+
+class PairEncoder:
+    """Turns items into windows under one metric's text pair, max tokens and long-input policy."""
+
+    def __init__(self, tokenizer: Tokenizer, spec: MetricSpec) -> None:
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.template = PairTemplate.from_tokenizer(tokenizer)
+        self.pad_id = pad_token_id(tokenizer)
+
+    @classmethod
+    def from_file(cls, path: Path, spec: MetricSpec) -> PairEncoder:
+        return cls(load_tokenizer(path), spec)
+
+    def encode(self, item: Mapping[str, str | None]) -> EncodedItem:
+        return self.encode_many([item])[0]
+
+    def encode_many(self, items: Sequence[Mapping[str, str | None]]) -> list[EncodedItem]:
+        """Encode a list of items; raises ItemTooLongError naming the first item that fails."""
+        results = self.try_encode_many(items)
+        for result in results:
+            if isinstance(result, ItemTooLongError):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def try_encode_many(
+        self, items: Sequence[Mapping[str, str | None]]
+    ) -> list[EncodedItem | ItemTooLongError]:
+        """Encode each item, returning the error in its place for items that cannot be encoded."""
+        pair = self.spec.text_pair
+        firsts = [segment_text(it, pair.first) for it in items]
+        seconds = [segment_text(it, pair.second) for it in items] if pair.second else []
+        encoded = self.tokenizer.encode_batch(firsts + seconds, add_special_tokens=False)
+        n = len(items)
+        results: list[EncodedItem | ItemTooLongError] = []
+        for i in range(n):
+            a = np.asarray(encoded[i].ids, np.int64)
+            try:
+                if pair.second:
+                    results.append(self._pair(a, np.asarray(encoded[n + i].ids, np.int64), i))
+                else:
+                    results.append(self._single(a, i))
+            except ItemTooLongError as exc:
+                results.append(exc)
+        return results
+
+    def _single(self, a: np.ndarray, index: int) -> EncodedItem:
+        prefix, suffix = self.template.single
+        budget = self.spec.max_tokens - self.template.single_specials
+        pieces, cut = self._cut(a, budget, index)
+        windows = tuple(
+            Window(
+                input_ids=np.concatenate([np.asarray(prefix, np.int64), p, np.asarray(suffix, np.int64)]),
+                token_type_ids=np.zeros(len(prefix) + len(p) + len(suffix), np.int64),
+            )
+            for p in pieces
+        )
+        return EncodedItem(windows=windows, truncated_tokens=cut)
+
+    def _pair(self, a: np.ndarray, b: np.ndarray, index: int) -> EncodedItem:
+        budget = self.spec.max_tokens - self.template.pair_specials - len(a)
+        if budget < min(MIN_CONTEXT_TOKENS, max(len(b), 1)):
+            raise ItemTooLongError(
+                f"item {index}: the kept fields ({', '.join(f.value for f in self.spec.text_pair.first)})"
+                f" take {len(a)} tokens, leaving {max(budget, 0)} of the metric's"
+                f" {self.spec.max_tokens} for the context; shorten them"
+            )
+        pieces, cut = self._cut(b, budget, index)
+        return EncodedItem(windows=tuple(self._join(a, p) for p in pieces), truncated_tokens=cut)
+
+    def _join(self, a: np.ndarray, b: np.ndarray) -> Window:
+        prefix, middle, suffix = self.template.pair
+        t_pre, t_a, t_mid, t_b, t_suf = self.template.pair_type_ids
+        parts = [
+            np.asarray(prefix, np.int64),
+            a,
+            np.asarray(middle, np.int64),
+            b,
+            np.asarray(suffix, np.int64),
+        ]
+        kinds = (t_pre, t_a, t_mid, t_b, t_suf)
+        ids = np.concatenate(parts)
+        types = np.concatenate([np.full(len(p), t, np.int64) for p, t in zip(parts, kinds, strict=True)])
+        return Window(input_ids=ids, token_type_ids=types)
+
+    def _cut(self, tokens: np.ndarray, budget: int, index: int) -> tuple[list[np.ndarray], int]:
+        """Apply the long-input policy to the segment that may be cut."""
+        if budget <= 0:
+            raise ItemTooLongError(f"item {index}: no room for any token under max_tokens")
+        if len(tokens) <= budget:
+            return [tokens], 0
+        policy = self.spec.long_input
+        excess = len(tokens) - budget
+        if policy.mode == LongInputMode.REJECT:
+            raise ItemTooLongError(
+                f"item {index}: {len(tokens) + self.spec.max_tokens - budget} tokens exceed the"
+                f" metric's max_tokens {self.spec.max_tokens} and its policy is reject"
+            )
+        if policy.mode == LongInputMode.TRUNCATE_TAIL:
+            return [tokens[:budget]], excess
+        if policy.mode == LongInputMode.TRUNCATE_HEAD:
+            return [tokens[excess:]], excess
+        starts, covered = window_starts(len(tokens), budget, policy.window_overlap_tokens, policy.max_windows)
+        return [tokens[s : s + budget] for s in starts], len(tokens) - covered
+
+
+def window_starts(length: int, width: int, overlap: int, max_windows: int) -> tuple[list[int], int]:
+    """Start offsets of overlapping windows over `length` tokens, and how many tokens they cover.
+
+    Windows step by `width - overlap`; the last one is pulled back to end at the segment's end
+    so no window is short. Beyond `max_windows` the tail is left out (and counted by the caller).
+    """
+    overlap = min(overlap, width // 2)
+    step = width - overlap
+    needed = math.ceil((length - width) / step) + 1
+    if needed <= max_windows:
+        starts = [min(i * step, length - width) for i in range(needed)]
+        return starts, length
+    starts = [i * step for i in range(max_windows)]
+    return starts, starts[-1] + width
+
+
+def collate(windows: Sequence[Window], pad_id: int) -> dict[str, np.ndarray]:
+    """Pad windows to the longest into the model's int64 inputs."""
+    longest = max(len(w) for w in windows)
+    input_ids = np.full((len(windows), longest), pad_id, np.int64)
+    attention_mask = np.zeros((len(windows), longest), np.int64)
+    token_type_ids = np.zeros((len(windows), longest), np.int64)
+    for row, w in enumerate(windows):
+        input_ids[row, : len(w)] = w.input_ids
+        attention_mask[row, : len(w)] = 1
+        token_type_ids[row, : len(w)] = w.token_type_ids
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

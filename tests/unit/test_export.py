@@ -1,0 +1,92 @@
+"""models.export on a tiny random BERT: the real optimum export, static int8 and the parity gate."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+from models.export import ExportOptions, export_to_repository, weight_matmuls
+from models.parity import ParityError
+from service.runtime.artifact import load_artifact
+from service.runtime.classifier import MetricModel
+from service.runtime.spec import MetricSpec, load_spec
+from tests.tiny_models import WORDS, build_tiny_bert
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_spec(**parity: float) -> MetricSpec:
+    raw = load_spec(ROOT / "specs" / "context_adherence.yaml").model_dump()
+    raw["parity"].update(parity)
+    return MetricSpec.model_validate({**raw, "max_tokens": 96})
+
+
+def write_eval_csv(path: Path, labels: list[str], rows: int = 60) -> Path:
+    rng = random.Random(0)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["input", "output", "context", "label"])
+        for _ in range(rows):
+            writer.writerow(
+                [
+                    " ".join(rng.choices(WORDS, k=3)),
+                    " ".join(rng.choices(WORDS, k=rng.randint(2, 8))),
+                    " ".join(rng.choices(WORDS, k=rng.randint(5, 150))),  # some need windows
+                    rng.choice(labels),
+                ]
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = tiny_spec()
+    return build_tiny_bert(tmp_path_factory.mktemp("ckpt"), spec.labels)
+
+
+def test_export_static_int8_publishes_verified_entry(checkpoint: Path, tmp_path: Path) -> None:
+    spec = tiny_spec()
+    eval_csv = write_eval_csv(tmp_path / "eval.csv", spec.labels)
+    folder = export_to_repository(
+        checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=ExportOptions(calibration_rows=32)
+    )
+    artifact = load_artifact(folder)
+    parity = artifact.manifest.parity
+    assert parity["items"] == 60 and parity["windows"] > 60
+    assert parity["decision_agreement"] >= spec.parity.min_decision_agreement
+    assert parity["batch_max_score_delta"] <= spec.parity.max_batch_score_delta
+    assert artifact.manifest.export["quantization"]["mode"] == "static"
+    assert weight_matmuls(artifact.model_path) == []  # weights now behind QDQ, not bare MatMuls
+    model = MetricModel(artifact)
+    (result,) = model.score([{"output": "paris", "context": "the capital of france is paris"}])
+    assert 0.0 <= result.score <= 1.0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "decision agreement 1.000" in card or "decision agreement 0.9" in card
+
+
+def test_export_refuses_to_publish_when_parity_misses(checkpoint: Path, tmp_path: Path) -> None:
+    # An impossible bound: the int8 model cannot be exactly the fp32 one on every item.
+    spec = tiny_spec(min_decision_agreement=1.0, max_f1_drop=0.0, max_batch_score_delta=0.0)
+    raw = spec.model_dump()
+    raw["parity"]["min_decision_agreement"] = 1.0
+    eval_csv = write_eval_csv(tmp_path / "eval.csv", spec.labels)
+    options = ExportOptions(quantization="dynamic", per_channel=False, calibration_rows=8)
+    try:
+        export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=options)
+    except ParityError as exc:
+        assert "Nothing was published" in str(exc)
+        assert not (tmp_path / "repo" / spec.name / spec.version).exists()
+    else:
+        pytest.fail("dynamic per-tensor int8 met a zero-tolerance bound; the gate did not bite")
+
+
+def test_export_existing_version_needs_force(checkpoint: Path, tmp_path: Path) -> None:
+    spec = tiny_spec()
+    (tmp_path / "repo" / spec.name / spec.version).mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="--force"):
+        export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=tmp_path / "none.csv")
