@@ -100,6 +100,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     paths = evaluate_to_files(args.model_dir, args.test, args.out, existing_column=args.existing_column)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    if args.record:
+        from models.repository import record_quality
+
+        figures = json.loads(paths["json"].read_text(encoding="utf-8"))
+        if args.description:
+            figures["description"] = args.description
+        record_quality(args.model_dir, args.record, figures)
+        print(f"recorded as {args.record!r} in {args.model_dir / 'manifest.json'} and its model card")
+    print(paths["markdown"].read_text(encoding="utf-8"))
     return 0
 
 
@@ -158,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test", type=Path, required=True)
     ev.add_argument("--out", type=Path, default=Path("build/evaluation"))
     ev.add_argument("--existing-column", help="column with an existing metric's scores to compare")
+    ev.add_argument("--record", metavar="NAME", help="record the figures in the artifact's manifest and card")
+    ev.add_argument("--description", help="with --record: one sentence on what the test set is")
     ev.set_defaults(handler=_cmd_evaluate)
     return parser
 

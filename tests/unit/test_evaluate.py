@@ -107,3 +107,32 @@ def test_cli_data_check_names_file_row_and_column(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert code == 1
     assert f"{bad}:2:label: error:" in err
+
+
+def test_cli_evaluate_record_updates_manifest_and_card(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.runtime.artifact import load_artifact
+
+    test_csv = write_test_csv(tmp_path / "test.csv")
+    code = main(
+        [
+            "evaluate",
+            str(artifact),
+            "--test",
+            str(test_csv),
+            "--out",
+            str(tmp_path / "out"),
+            "--record",
+            "toy_set",
+            "--description",
+            "Toy rows for the test.",
+        ]
+    )
+    assert code == 0
+    manifest = load_artifact(artifact).manifest  # digests still check out after the rewrite
+    assert manifest.quality["toy_set"]["rows"] == 40
+    card = (artifact / "MODEL_CARD.md").read_text()
+    assert "### toy_set" in card and "Toy rows for the test." in card
+    assert "| length only |" in card and "| word overlap |" in card
+    assert "| **model** |" in capsys.readouterr().out
