@@ -1,0 +1,55 @@
+"""service.batching.policy: plain values in, decisions out."""
+
+from __future__ import annotations
+
+from service.batching.policy import BatchLimits, Decision, Entry, Priority, decide, fill_batch
+
+GUARD, OBS = Priority.GUARDRAIL, Priority.OBSERVABILITY
+
+
+def entry(
+    key: int, tokens: int = 10, priority: Priority = OBS, deadline: float = 100.0, arrived: float = 0.0
+) -> Entry:
+    return Entry(key=key, tokens=tokens, priority=priority, deadline=deadline, arrived=arrived)
+
+
+def test_policy_drops_expired_before_choosing() -> None:
+    queue = [entry(1, deadline=5.0), entry(2, deadline=50.0)]
+    decision = decide(10.0, queue, BatchLimits(max_wait_s=0), model_was_idle=False)
+    assert decision == Decision(run=(2,), expired=(1,))
+
+
+def test_policy_anchor_is_most_urgent_and_budget_bounds_padded_tokens() -> None:
+    limits = BatchLimits(max_batch_tokens=300, max_batch_rows=8, max_wait_s=0)
+    queue = [entry(1, 100, GUARD), entry(2, 100), entry(3, 100), entry(4, 100)]
+    assert decide(0.0, queue, limits, model_was_idle=False).run == (1, 2, 3)
+
+
+def test_policy_fills_guardrail_first_then_closest_lengths() -> None:
+    limits = BatchLimits(max_batch_tokens=10_000, max_batch_rows=3, max_wait_s=0)
+    queue = [entry(1, 50, GUARD), entry(2, 400, GUARD), entry(3, 50), entry(4, 52)]
+    # both guardrail entries go before any observability one, whatever their length
+    assert fill_batch(queue, limits) == [queue[0], queue[1], queue[2]]
+    limits = BatchLimits(max_batch_tokens=10_000, max_batch_rows=2, max_wait_s=0)
+    obs = [entry(1, 100), entry(2, 500), entry(3, 104), entry(4, 98)]
+    assert [e.key for e in fill_batch(obs, limits)] == [1, 4]  # 98 is closer to 100 than 104
+
+
+def test_policy_skips_rows_that_break_the_budget_but_keeps_filling() -> None:
+    limits = BatchLimits(max_batch_tokens=400, max_batch_rows=8, max_wait_s=0)
+    queue = [entry(1, 100), entry(2, 300), entry(3, 90), entry(4, 95)]
+    assert [e.key for e in fill_batch(queue, limits)] == [1, 4, 3]  # 3 x 100 <= 400; 300 would not fit
+
+
+def test_policy_holds_an_underfull_first_batch_only_when_idle() -> None:
+    limits = BatchLimits(max_batch_tokens=1000, max_batch_rows=4, max_wait_s=0.002)
+    queue = [entry(1, arrived=10.0)]
+    assert decide(10.001, queue, limits, model_was_idle=True) == Decision(wake_at=10.002)
+    assert decide(10.001, queue, limits, model_was_idle=False).run == (1,)
+    assert decide(10.002, queue, limits, model_was_idle=True).run == (1,)
+    full = [entry(k, 10, arrived=10.0) for k in range(4)]
+    assert decide(10.0, full, limits, model_was_idle=True).run == (0, 1, 2, 3)
+
+
+def test_policy_empty_queue_sleeps_without_timer() -> None:
+    assert decide(0.0, [], BatchLimits(), model_was_idle=True) == Decision()

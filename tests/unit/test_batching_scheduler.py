@@ -1,0 +1,234 @@
+"""service.batching.scheduler with a fake clock and a gated runner: deterministic, no sleeps.
+
+Each window's ids are all its own key, and the runner answers row [key, length], so every
+result can be traced back to the window that produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+import pytest
+
+from service.batching.clock import FakeClock
+from service.batching.policy import BatchLimits, Priority
+from service.batching.scheduler import (
+    AdmissionError,
+    AdmissionLimits,
+    BatchFailedError,
+    BatchScheduler,
+    DeadlineExceededError,
+    JobResult,
+    NullObserver,
+)
+from service.runtime.encoding import Window
+
+GUARD, OBS = Priority.GUARDRAIL, Priority.OBSERVABILITY
+
+
+def window(key: int, tokens: int = 8) -> Window:
+    return Window(input_ids=np.full(tokens, key, np.int64), token_type_ids=np.zeros(tokens, np.int64))
+
+
+class GatedRunner:
+    """Records each batch's keys; blocks while the gate is closed; fails on a poisoned key."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+        self.poison: set[int] = set()
+
+    async def __call__(self, windows: Sequence[Window]) -> np.ndarray:
+        keys = [int(w.input_ids[0]) for w in windows]
+        self.batches.append(keys)
+        self.started.set()
+        await self.gate.wait()
+        if self.poison & set(keys):
+            raise RuntimeError("poisoned batch")
+        return np.array([[k, len(w)] for k, w in zip(keys, windows, strict=True)], float)
+
+
+class RecordingObserver(NullObserver):
+    def __init__(self) -> None:
+        self.rejections: list[tuple[Priority, str]] = []
+        self.drops: list[tuple[Priority, str]] = []
+        self.batch_rows: list[int] = []
+
+    def rejected(self, priority: Priority, reason: str) -> None:
+        self.rejections.append((priority, reason))
+
+    def dropped(self, priority: Priority, reason: str) -> None:
+        self.drops.append((priority, reason))
+
+    def batch_done(self, rows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.batch_rows.append(rows)
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[BatchScheduler, GatedRunner, FakeClock, RecordingObserver]]:
+    clock = FakeClock()
+    runner = GatedRunner()
+    observer = RecordingObserver()
+    scheduler = BatchScheduler(
+        runner,
+        clock=clock,
+        limits=BatchLimits(max_batch_tokens=1000, max_batch_rows=8, max_wait_s=0),
+        admission=AdmissionLimits(max_queue_requests=10, max_queue_tokens=400, initial_cost_per_token_s=0),
+        observer=observer,
+    )
+    scheduler.start()
+    yield scheduler, runner, clock, observer
+    await scheduler.stop()
+
+
+async def hold_first_batch(
+    scheduler: BatchScheduler, runner: GatedRunner, key: int = 0
+) -> asyncio.Future[JobResult]:
+    runner.gate.clear()
+    first = scheduler.submit([window(key)], OBS, deadline=2000.0)
+    await runner.started.wait()
+    return first
+
+
+async def test_scheduler_batches_what_queued_while_the_model_was_busy(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, clock, observer = setup
+    first = await hold_first_batch(scheduler, runner)
+    later = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in range(1, 6)]
+    clock.advance(0.25)  # batch 1 takes 250 ms of fake time
+    runner.gate.set()
+    results = await asyncio.gather(first, *later)
+    assert runner.batches == [[0], [1, 2, 3, 4, 5]]
+    assert [int(r.rows[0, 0]) for r in results] == [0, 1, 2, 3, 4, 5]
+    assert observer.batch_rows == [1, 5]
+    assert (results[0].queued_s, results[0].inference_s) == (0.0, 0.25)
+    assert (results[1].queued_s, results[1].inference_s) == (0.25, 0.0)
+
+
+async def test_scheduler_serves_guardrail_first_then_earliest_deadline(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, _ = setup
+    scheduler.limits = BatchLimits(max_batch_tokens=1000, max_batch_rows=2, max_wait_s=0)
+    first = await hold_first_batch(scheduler, runner)
+    futures = [
+        scheduler.submit([window(1)], OBS, deadline=1500.0),
+        scheduler.submit([window(2)], OBS, deadline=1100.0),
+        scheduler.submit([window(3)], GUARD, deadline=1900.0),
+        scheduler.submit([window(4)], GUARD, deadline=1800.0),
+    ]
+    runner.gate.set()
+    await asyncio.gather(first, *futures)
+    assert runner.batches == [[0], [4, 3], [2, 1]]
+
+
+async def test_scheduler_drops_expired_requests_before_inference(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, clock, observer = setup
+    first = await hold_first_batch(scheduler, runner)
+    doomed = scheduler.submit([window(1)], GUARD, deadline=clock.now() + 0.05)
+    kept = scheduler.submit([window(2)], OBS, deadline=clock.now() + 10)
+    clock.advance(0.1)
+    runner.gate.set()
+    await first
+    assert (await kept).rows[0, 0] == 2
+    with pytest.raises(DeadlineExceededError):
+        await doomed
+    assert runner.batches == [[0], [2]]
+    assert observer.drops == [(GUARD, "expired")]
+
+
+async def test_scheduler_skips_requests_whose_client_left(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, observer = setup
+    first = await hold_first_batch(scheduler, runner)
+    gone = scheduler.submit([window(1)], OBS, deadline=2000.0)
+    stays = scheduler.submit([window(2)], OBS, deadline=2000.0)
+    gone.cancel()
+    runner.gate.set()
+    await asyncio.gather(first, stays)
+    assert runner.batches == [[0], [2]]
+    assert observer.drops == [(OBS, "cancelled")]
+
+
+async def test_scheduler_failing_batch_fails_only_its_requests(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, _ = setup
+    runner.poison = {0}
+    first = await hold_first_batch(scheduler, runner)
+    after = scheduler.submit([window(1)], OBS, deadline=2000.0)
+    runner.gate.set()
+    with pytest.raises(BatchFailedError) as failed:
+        await first
+    assert len(failed.value.error_id) == 12
+    assert (await after).rows[0, 0] == 1
+    assert scheduler.alive
+
+
+async def test_scheduler_long_request_windows_fan_back_in_order(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, _ = setup
+    scheduler.limits = BatchLimits(max_batch_tokens=1000, max_batch_rows=2, max_wait_s=0)
+    result = (await scheduler.submit([window(7, 5), window(8, 6), window(9, 7)], OBS, deadline=2000.0)).rows
+    assert result[:, 0].tolist() == [7, 8, 9] and result[:, 1].tolist() == [5, 6, 7]
+    assert sorted(k for b in runner.batches for k in b) == [7, 8, 9]
+
+
+async def test_scheduler_admission_bounds_and_shedding(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, observer = setup
+    first = await hold_first_batch(scheduler, runner)
+    scheduler.submit([window(1, 290)], GUARD, deadline=2000.0)  # 290 of 400 queued tokens
+    with pytest.raises(AdmissionError) as shed:
+        scheduler.submit([window(2, 20)], OBS, deadline=2000.0)  # observability may fill 300
+    assert shed.value.reason == "shed" and shed.value.retry_after_s >= 1
+    scheduler.submit([window(3, 100)], GUARD, deadline=2000.0)  # guardrail may fill all 400
+    with pytest.raises(AdmissionError) as full:
+        scheduler.submit([window(4, 20)], GUARD, deadline=2000.0)
+    assert full.value.reason == "queue_full"
+    assert observer.rejections == [(OBS, "shed"), (GUARD, "queue_full")]
+    runner.gate.set()
+    await first
+
+
+async def test_scheduler_rejects_what_cannot_meet_its_deadline(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, clock, observer = setup
+    scheduler.cost_per_token_s = 0.001  # 1 ms a token, as if learned
+    first = await hold_first_batch(scheduler, runner)
+    scheduler.submit([window(1, 100)], OBS, deadline=clock.now() + 10)  # 100 ms of work queued
+    # a guardrail request jumps the observability queue: 50 tokens = 50 ms fits in 60 ms
+    scheduler.submit([window(2, 50)], GUARD, deadline=clock.now() + 0.06)
+    with pytest.raises(AdmissionError) as late:  # observability waits behind all 150 tokens
+        scheduler.submit([window(3, 50)], OBS, deadline=clock.now() + 0.12)
+    assert late.value.reason == "deadline" and "estimated completion" in str(late.value)
+    assert observer.rejections == [(OBS, "deadline")]
+    runner.gate.set()
+    await first
+
+
+async def test_scheduler_drain_finishes_accepted_and_refuses_new(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, _ = setup
+    first = await hold_first_batch(scheduler, runner)
+    queued = scheduler.submit([window(1)], OBS, deadline=2000.0)
+    draining = asyncio.ensure_future(scheduler.drain())
+    await asyncio.sleep(0)  # let drain mark the scheduler closed
+    with pytest.raises(AdmissionError) as refused:
+        scheduler.submit([window(2)], GUARD, deadline=2000.0)
+    assert refused.value.reason == "draining"
+    runner.gate.set()
+    await draining
+    assert (await first).rows[0, 0] == 0 and (await queued).rows[0, 0] == 1
+    assert not scheduler.alive
+
+
+async def test_scheduler_holds_underfull_batch_for_max_wait_when_idle() -> None:
+    clock = FakeClock()
+    runner = GatedRunner()
+    scheduler = BatchScheduler(runner, clock=clock, limits=BatchLimits(max_wait_s=0.002))
+    scheduler.start()
+    a = scheduler.submit([window(1)], OBS, deadline=2000.0)
+    await asyncio.sleep(0)
+    b = scheduler.submit([window(2)], OBS, deadline=2000.0)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert runner.batches == []  # held: under-full, model idle, max wait not reached
+    clock.advance(0.002)
+    await asyncio.gather(a, b)
+    assert runner.batches == [[1, 2]]
+    await scheduler.stop()
