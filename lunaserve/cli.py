@@ -112,6 +112,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service.cli import serve
+
+    return serve(args.settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lunaserve", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -170,10 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--record", metavar="NAME", help="record the figures in the artifact's manifest and card")
     ev.add_argument("--description", help="with --record: one sentence on what the test set is")
     ev.set_defaults(handler=_cmd_evaluate)
+    sv = sub.add_parser(
+        "serve",
+        help="serve every metric in the repository over HTTP",
+        description="Flags are the server settings (also LUNASERVE_* variables); see --help.",
+        add_help=False,
+    )
+    sv.add_argument("settings", nargs=argparse.REMAINDER, help="e.g. --repository DIR --port 8000")
+    sv.set_defaults(handler=_cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # every flag after `serve` is a server setting (pydantic-settings)
+        return _cmd_serve(argparse.Namespace(settings=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

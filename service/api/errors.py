@@ -1,0 +1,146 @@
+"""The API's error hierarchy and the only place exceptions become HTTP statuses.
+
+Three handlers: ours (ApiError), request validation (422), and a catch-all 500 that logs the
+traceback under an error id and never shows exception text to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.api.schemas import Problem
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://lunaserve.dev/problems/"
+
+
+class ApiError(Exception):
+    status = 500
+    slug = "internal"
+    title = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.errors = errors
+
+    def problem(self, instance: str | None) -> Problem:
+        return Problem(
+            type=TYPE_BASE + self.slug, title=self.title, status=self.status,
+            detail=self.detail, instance=instance, errors=self.errors,
+        )  # fmt: skip
+
+
+class NotFoundError(ApiError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class RequestInvalidError(ApiError):
+    status, slug, title = 422, "validation", "Invalid request"
+
+
+class InvalidItemsError(ApiError):
+    status, slug, title = 422, "invalid-items", "Items cannot be scored"
+
+
+class UnauthorizedError(ApiError):
+    status, slug, title = 401, "unauthorized", "Missing or wrong API key"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="lunaserve"'})
+
+
+class ForbiddenError(ApiError):
+    status, slug, title = 403, "forbidden", "Key not allowed here"
+
+
+class PayloadTooLargeError(ApiError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class ConflictError(ApiError):
+    status, slug, title = 409, "conflict", "Cannot do that now"
+
+
+class UnverifiableArtifactError(ApiError):
+    status, slug, title = 422, "unverifiable-artifact", "Artifact failed verification"
+
+
+class OverloadedError(ApiError):
+    status, slug, title = 503, "overloaded", "Cannot serve this request now"
+
+    def __init__(self, detail: str, *, reason: str, retry_after_s: float) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+        self.reason = reason
+
+
+class NotReadyError(ApiError):
+    status, slug, title = 503, "not-ready", "Not ready"
+
+
+class DeadlineExceededError(ApiError):
+    status, slug, title = 504, "deadline-exceeded", "Deadline exceeded"
+
+
+class InferenceFailedError(ApiError):
+    status, slug, title = 500, "inference-failed", "Inference failed"
+
+
+def request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def problem_response(error: ApiError, instance: str | None) -> JSONResponse:
+    body = error.problem(instance).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return problem_response(exc, request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        error = RequestInvalidError("the request does not match the schema", errors=errors)
+        return problem_response(error, request_id(request))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            InferenceFailedError(f"internal error; quote error id {error_id} to the operator"),
+            request_id(request),
+        )
+
+
+# Statuses each kind of route can answer, for the OpenAPI spec.
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        401: "Missing or wrong API key", 403: "Key not allowed here", 404: "Unknown metric or version",
+        409: "Conflict", 413: "Body too large", 422: "Invalid request or items",
+        500: "Inference failed (error id in detail)", 503: "Overloaded, draining or not ready (Retry-After)",
+        504: "Deadline exceeded while queued",
+    }  # fmt: skip
+    return {s: {"model": Problem, "description": text[s], "content": {PROBLEM_JSON: {}}} for s in statuses}

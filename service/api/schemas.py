@@ -1,0 +1,105 @@
+"""Request and response bodies of the HTTP API (pydantic models only).
+
+Field names are a contract: clients and the load tests depend on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TrafficClassName = Literal["guardrail", "observability"]
+
+
+class ScoreItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: str | None = Field(None, description="The user's query, when there is one.")
+    output: str | None = Field(None, description="The LLM response being judged.")
+    context: str | None = Field(None, description="The context the response should keep to.")
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[ScoreItem] = Field(min_length=1, description="Items scored in one call, answered in order.")
+    traffic_class: TrafficClassName | None = Field(
+        None,
+        description="guardrail goes first, shed last; default: per API key, else the metric use case.",
+    )
+    timeout_ms: float | None = Field(
+        None, gt=0, description="Deadline from arrival; default per traffic class."
+    )
+
+
+class MultiScoreRequest(ScoreRequest):
+    metrics: list[str] = Field(min_length=1, max_length=32, description="Metrics to score the items with.")
+
+
+class ItemResult(BaseModel):
+    score: float = Field(description="Probability of the metric's positive ('good') label.")
+    label: str
+    passed: bool = Field(description="score >= the metric's threshold.")
+    windows: int = Field(description="Context windows the item was scored in.")
+    truncated_tokens: int = Field(description="Context tokens that no window saw.")
+
+
+class ScoreResponse(BaseModel):
+    metric: str
+    version: str
+    results: list[ItemResult]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class MetricOutcome(BaseModel):
+    metric: str
+    status: Literal["ok", "deadline_exceeded", "rejected", "failed", "invalid", "not_found"]
+    version: str | None = None
+    results: list[ItemResult] | None = None
+    problem: Problem | None = None
+
+
+class MultiScoreResponse(BaseModel):
+    outcomes: list[MetricOutcome]
+
+
+class MetricSummary(BaseModel):
+    name: str
+    active_version: str | None
+    versions: list[str]
+    use_case: str | None = None
+    description: str | None = None
+
+
+class MetricList(BaseModel):
+    metrics: list[MetricSummary]
+
+
+class MetricDetail(MetricSummary):
+    spec: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+
+
+class ActivateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=1, max_length=32)
+
+
+class ReloadResponse(BaseModel):
+    metrics: list[MetricSummary]
+    problems: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

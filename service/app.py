@@ -1,0 +1,109 @@
+"""The app factory: wiring, lifespan (load and warm models, drain on shutdown), middleware."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import PayloadTooLargeError, install_error_handlers, problem_response
+from service.api.routes import router
+from service.batching.clock import Clock, MonotonicClock
+from service.config import Settings
+from service.metrics import ServerMetrics
+from service.registry import MetricRegistry
+from service.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (echoed as X-Request-Id) and enforces the body size limit.
+
+    Pure ASGI so the limit applies while the body streams in, before anything parses it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        too_large = PayloadTooLargeError(f"the request body exceeds {self.max_body_bytes} bytes")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await problem_response(too_large, request_id)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            if not started:
+                await problem_response(too_large, request_id)(scope, receive, send)
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    clock = clock or MonotonicClock()
+    metrics = ServerMetrics(registry or CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = AppState(settings, clock, metrics, MetricRegistry(settings, metrics, clock))
+        app.state.lunaserve = state
+        problems = await state.registry.load_repository()
+        if not state.registry.active:
+            raise RuntimeError(
+                f"no servable metric in {settings.repository}: {'; '.join(problems) or 'empty'}"
+            )
+        state.started = True
+        log.info("ready: %s", ", ".join(f"{n}/{m.spec.version}" for n, m in state.registry.active.items()))
+        try:
+            yield
+        finally:
+            state.draining = True
+            await state.registry.close()
+            log.info("drained and stopped")
+
+    app = FastAPI(
+        title="lunaserve",
+        version="0.1.0",
+        description="Scores LLM traffic with fine-tuned metric models under a latency budget.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    return app

@@ -1,0 +1,59 @@
+"""`lunaserve serve`: settings from environment and CLI, logging, then uvicorn on one worker.
+
+One process, one event loop, one inference thread per model: scale with replicas, not workers.
+On SIGTERM readiness fails at once, accepted requests finish, then the process exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.config import Settings
+
+log = logging.getLogger("lunaserve")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, marking the app as draining the moment a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        state = getattr(self._app.state, "lunaserve", None)
+        if state is not None:
+            state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def load_settings(args: Sequence[str]) -> Settings:
+    """Settings from LUNASERVE_* variables, overridden by `--field value` flags."""
+    return Settings(_cli_parse_args=list(args), _cli_prog_name="lunaserve serve")
+
+
+def serve(args: Sequence[str]) -> int:
+    settings = load_settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    log.info("settings (non-default): %s", json.dumps(settings.non_default()))
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        lifespan="on",
+    )
+    DrainingServer(config, app).run()
+    return 0

@@ -1,0 +1,123 @@
+"""Server settings: one pydantic-settings model, from environment (LUNASERVE_*) and the CLI.
+
+Nested groups map to `LUNASERVE_BATCHING__MAX_BATCH_TOKENS=...` in the environment and to
+`--batching.max_batch_tokens ...` on the command line. Every field says what it trades off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.batching.policy import BatchLimits
+from service.batching.scheduler import AdmissionLimits
+
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "repository"
+
+
+class BatchingSettings(BaseModel):
+    max_batch_tokens: int = Field(
+        8192,
+        ge=64,
+        description="Padded tokens per forward pass: larger batches raise throughput and latency.",
+    )
+    max_batch_rows: int = Field(
+        32, ge=1, le=1024, description="Rows per forward pass, whatever their length."
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long an under-full first batch waits for company after idle."
+    )
+    lookahead_rows: int = Field(
+        128, ge=1, description="Queued windows considered when grouping similar lengths (less padding)."
+    )
+
+    def limits(self) -> BatchLimits:
+        return BatchLimits(
+            max_batch_tokens=self.max_batch_tokens,
+            max_batch_rows=self.max_batch_rows,
+            max_wait_s=self.max_wait_ms / 1000,
+            lookahead_rows=self.lookahead_rows,
+        )
+
+
+class AdmissionSettings(BaseModel):
+    max_queue_requests: int = Field(1024, ge=1, description="Requests queued per model before 503s.")
+    max_queue_tokens: int = Field(262_144, ge=64, description="Tokens queued per model before 503s.")
+    observability_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Share of the token bound observability may fill; guardrail keeps the rest.",
+    )
+
+    def limits(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            max_queue_requests=self.max_queue_requests,
+            max_queue_tokens=self.max_queue_tokens,
+            observability_share=self.observability_share,
+        )
+
+
+class DeadlineSettings(BaseModel):
+    guardrail_timeout_ms: float = Field(
+        200, gt=0, description="Deadline of a guardrail request that states none."
+    )
+    observability_timeout_ms: float = Field(
+        10_000, gt=0, description="Deadline of an observability request that states none."
+    )
+    max_timeout_ms: float = Field(60_000, gt=0, description="Largest timeout_ms a client may ask for.")
+
+
+class LimitSettings(BaseModel):
+    max_body_bytes: int = Field(4 << 20, ge=1024, description="Request bodies above this get 413.")
+    max_items: int = Field(256, ge=1, description="Items per request; more get 422.")
+    max_field_chars: int = Field(200_000, ge=1, description="Characters per text field; more get 422.")
+
+
+class ApiKey(BaseModel):
+    key: SecretStr = Field(description="The bearer token.")
+    traffic_class: Literal["guardrail", "observability"] | None = Field(
+        None, description="Default traffic class of this key's requests (else the metric's use case)."
+    )
+
+
+class AuthSettings(BaseModel):
+    api_keys: list[ApiKey] = Field(
+        default_factory=list, description="Bearer keys for scoring (JSON list); empty leaves scoring open."
+    )
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list, description="Bearer keys for /v1/admin; empty disables the admin API."
+    )
+    protect_metrics: bool = Field(False, description="Require a scoring key for /metrics.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LUNASERVE_", env_nested_delimiter="__", extra="forbid")
+
+    repository: Path = Field(DEFAULT_REPOSITORY, description="Model repository: <metric>/<version>/.")
+    host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads per model (0: all cores); set to the CPU limit."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    warmup: bool = Field(True, description="Run a forward pass per model before reporting ready.")
+    drain_timeout_s: float = Field(30, gt=0, description="Longest wait for queued work on shutdown.")
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.admission.max_queue_tokens < self.batching.max_batch_tokens:
+            raise ValueError("admission.max_queue_tokens must hold at least one full batch")
+        return self
+
+    def non_default(self) -> dict[str, object]:
+        """Settings that differ from their defaults, secrets redacted: logged at startup."""
+        return self.model_dump(mode="json", exclude_defaults=True)

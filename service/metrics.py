@@ -1,0 +1,137 @@
+"""Every Prometheus series the server exports: names, buckets and label sets in one place.
+
+Base units (seconds, tokens), `lunaserve_` prefix, and bounded labels: `metric` comes from the
+repository (a handful), `traffic_class`, `outcome` and `reason` from fixed sets. The registry is
+passed in, never the global one, so tests and several apps in one process do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.batching.policy import Priority
+
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
+)  # fmt: skip
+TOKEN_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+BATCH_ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+TRAFFIC_CLASS = {Priority.GUARDRAIL: "guardrail", Priority.OBSERVABILITY: "observability"}
+OUTCOMES = ("ok", "rejected", "expired", "failed", "cancelled", "invalid")
+
+
+class ServerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        by_class = ["metric", "traffic_class"]
+        self.request_duration = Histogram(
+            "lunaserve_request_duration_seconds",
+            "Time from a scoring request's admission to its answer.",
+            by_class, buckets=LATENCY_BUCKETS_S, registry=registry,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "lunaserve_queue_wait_seconds",
+            "Time a request waited in its model's queue before its first batch started.",
+            by_class, buckets=LATENCY_BUCKETS_S, registry=registry,
+        )  # fmt: skip
+        self.inference_duration = Histogram(
+            "lunaserve_inference_duration_seconds",
+            "Time a request spent in forward passes (the batches holding its windows).",
+            by_class, buckets=LATENCY_BUCKETS_S, registry=registry,
+        )  # fmt: skip
+        self.input_tokens = Histogram(
+            "lunaserve_input_tokens",
+            "Tokens a request sends to the model (all windows of all its items).",
+            ["metric"], buckets=TOKEN_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "lunaserve_batch_size", "Rows (windows) in one forward pass.",
+            ["metric"], buckets=BATCH_ROW_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_tokens = Histogram(
+            "lunaserve_batch_tokens", "Padded tokens (rows x longest row) in one forward pass.",
+            ["metric"], buckets=TOKEN_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_padding = Histogram(
+            "lunaserve_batch_padding_ratio", "Share of a batch's padded tokens that are padding.",
+            ["metric"], buckets=RATIO_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_duration = Histogram(
+            "lunaserve_batch_duration_seconds", "Wall time of one forward pass.",
+            ["metric"], buckets=LATENCY_BUCKETS_S, registry=registry,
+        )  # fmt: skip
+        self.real_tokens = Counter(
+            "lunaserve_batch_real_tokens", "Real (unpadded) tokens run through the model.",
+            ["metric"], registry=registry,
+        )  # fmt: skip
+        self.padded_tokens = Counter(
+            "lunaserve_batch_padded_tokens", "Padded tokens run through the model.",
+            ["metric"], registry=registry,
+        )  # fmt: skip
+        self.requests = Counter(
+            "lunaserve_requests", "Scoring requests by how they ended.",
+            [*by_class, "outcome"], registry=registry,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "lunaserve_rejections", "Requests refused at admission, by reason.",
+            [*by_class, "reason"], registry=registry,
+        )  # fmt: skip
+        self.dropped = Counter(
+            "lunaserve_dropped_requests", "Admitted requests dropped before inference, by reason.",
+            [*by_class, "reason"], registry=registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "lunaserve_queue_depth", "Requests waiting in a model's queue.", ["metric"], registry=registry
+        )
+        self.queued_tokens = Gauge(
+            "lunaserve_queued_tokens", "Tokens waiting in a model's queue.", ["metric"], registry=registry
+        )
+        self.cost_per_token = Gauge(
+            "lunaserve_cost_per_token_seconds", "Running estimate of inference seconds per token.",
+            ["metric"], registry=registry,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "lunaserve_model_info", "1 for the version of each metric that is serving.",
+            ["metric", "version"], registry=registry,
+        )  # fmt: skip
+
+    def observer(self, metric: str) -> SchedulerMetrics:
+        return SchedulerMetrics(self, metric)
+
+    def set_active_version(self, metric: str, version: str, previous: str | None) -> None:
+        if previous is not None and previous != version:
+            self.model_info.remove(metric, previous)
+        self.model_info.labels(metric, version).set(1)
+
+
+class SchedulerMetrics:
+    """The scheduler's observer for one metric (see batching.scheduler.SchedulerObserver)."""
+
+    def __init__(self, metrics: ServerMetrics, metric: str) -> None:
+        self.m = metrics
+        self.metric = metric
+
+    def batch_done(self, rows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+        m, name = self.m, self.metric
+        m.batch_size.labels(name).observe(rows)
+        m.batch_tokens.labels(name).observe(padded_tokens)
+        m.batch_padding.labels(name).observe(1 - real_tokens / padded_tokens if padded_tokens else 0.0)
+        m.batch_duration.labels(name).observe(seconds)
+        m.real_tokens.labels(name).inc(real_tokens)
+        m.padded_tokens.labels(name).inc(padded_tokens)
+
+    def queue_waited(self, priority: Priority, seconds: float) -> None:
+        self.m.queue_wait.labels(self.metric, TRAFFIC_CLASS[priority]).observe(seconds)
+
+    def rejected(self, priority: Priority, reason: str) -> None:
+        self.m.rejections.labels(self.metric, TRAFFIC_CLASS[priority], reason).inc()
+
+    def dropped(self, priority: Priority, reason: str) -> None:
+        self.m.dropped.labels(self.metric, TRAFFIC_CLASS[priority], reason).inc()
+
+    def queue_changed(self, requests: int, tokens: int) -> None:
+        self.m.queue_depth.labels(self.metric).set(requests)
+        self.m.queued_tokens.labels(self.metric).set(tokens)

@@ -1,0 +1,36 @@
+"""Shared fixtures: a model repository of tiny counting classifiers, built per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.runtime.spec import MetricSpec, load_spec
+from tests.tiny_models import write_counting_artifact
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def counting_spec(name: str = "context_adherence", version: str = "1", **changes: object) -> MetricSpec:
+    raw = load_spec(ROOT / "specs" / "context_adherence.yaml").model_dump()
+    raw.update({"name": name, "version": version, "max_tokens": 64, **changes})
+    return MetricSpec.model_validate(raw)
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    """context_adherence v1 (guardrail), and toxicity_like v1 (observability, reject policy)."""
+    repo = tmp_path / "repo"
+    work = tmp_path / "work"
+    work.mkdir()
+    write_counting_artifact(repo, counting_spec(), work)
+    other = counting_spec(
+        "toxicity_like",
+        use_case="observability",
+        long_input={"mode": "reject"},
+        required_fields=["output"],
+        text_pair={"first": ["output"], "second": []},
+    )
+    write_counting_artifact(repo, other, work)
+    return repo

@@ -1,0 +1,233 @@
+"""The HTTP API in process (httpx ASGITransport + lifespan): contract, errors, limits, auth."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.config import ApiKey, AuthSettings, LimitSettings, Settings
+from tests.conftest import counting_spec
+from tests.tiny_models import expected_score, write_counting_artifact
+
+SCORE = "/v1/metrics/context_adherence/score"
+
+
+async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(repository: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(repository=repository, limits=LimitSettings(max_items=4, max_field_chars=500))
+    async for c in started(create_app(settings)):
+        yield c
+
+
+def item(output: str, context: str = "the city", **extra: str) -> dict[str, Any]:
+    return {"output": output, "context": context, **extra}
+
+
+async def test_api_score_returns_results_in_item_order(client: httpx.AsyncClient) -> None:
+    body = {"items": [item("good good"), item("bad"), item("good", input="who")]}
+    response = await client.post(SCORE, json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert (data["metric"], data["version"]) == ("context_adherence", "1")
+    scores = [r["score"] for r in data["results"]]
+    assert scores == pytest.approx([expected_score(2, 0), expected_score(0, 1), expected_score(1, 0)])
+    assert [r["passed"] for r in data["results"]] == [True, False, True]
+    assert data["results"][1]["label"] == "hallucinated"
+    assert data["results"][0]["windows"] == 1 and data["results"][0]["truncated_tokens"] == 0
+    assert float(response.headers["x-queue-time-ms"]) >= 0
+    assert float(response.headers["x-inference-time-ms"]) > 0
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_api_long_context_is_windowed_and_reported(client: httpx.AsyncClient) -> None:
+    context = " ".join(["x"] * 150) + " good good"
+    data = (await client.post(SCORE, json={"items": [item("x", context)]})).json()
+    (result,) = data["results"]
+    assert result["windows"] > 1 and result["score"] == pytest.approx(expected_score(2, 0))
+
+
+async def test_api_errors_are_problem_json(client: httpx.AsyncClient) -> None:
+    missing = await client.post("/v1/metrics/nope/score", json={"items": [item("good")]})
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["type"].endswith("/not-found") and missing.json()["instance"]
+    schema = await client.post(SCORE, json={"items": [], "traffic_class": "vip"})
+    assert schema.status_code == 422 and {tuple(e["loc"][-1:]) for e in schema.json()["errors"]} >= {
+        ("items",),
+        ("traffic_class",),
+    }
+    no_context = await client.post(SCORE, json={"items": [item("good"), {"output": "good"}]})
+    assert no_context.status_code == 422
+    assert no_context.json()["errors"] == [
+        {"item": 1, "field": "context", "msg": "context_adherence requires context"}
+    ]
+    garbage = await client.post(SCORE, content=b"{not json", headers={"content-type": "application/json"})
+    assert garbage.status_code == 422
+
+
+async def test_api_limits_items_fields_and_body(client: httpx.AsyncClient) -> None:
+    too_many = await client.post(SCORE, json={"items": [item("good")] * 5})
+    assert too_many.status_code == 422 and "limit is 4" in too_many.json()["detail"]
+    too_long = await client.post(SCORE, json={"items": [item("good", "x " * 300)]})
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["field"] == "context"
+    huge = await client.post(SCORE, content=b"x" * (5 << 20), headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["status"] == 413
+
+
+async def test_api_reject_policy_item_is_422_naming_the_item(client: httpx.AsyncClient) -> None:
+    body = {"items": [{"output": "good"}, {"output": "good " * 100}]}
+    response = await client.post("/v1/metrics/toxicity_like/score", json=body)
+    assert response.status_code == 422
+    assert (
+        response.json()["errors"][0]["item"] == 1
+        and "policy is reject" in response.json()["errors"][0]["msg"]
+    )
+
+
+async def test_api_multi_metric_reports_each_outcome(client: httpx.AsyncClient) -> None:
+    body = {"metrics": ["context_adherence", "toxicity_like", "missing"], "items": [item("good")]}
+    response = await client.post("/v1/score", json=body)
+    assert response.status_code == 200
+    outcomes = {o["metric"]: o for o in response.json()["outcomes"]}
+    assert outcomes["context_adherence"]["status"] == "ok"
+    assert outcomes["toxicity_like"]["results"][0]["passed"] is True
+    assert outcomes["missing"]["status"] == "not_found" and outcomes["missing"]["problem"]["status"] == 404
+
+
+async def test_api_lists_metrics_and_details(client: httpx.AsyncClient) -> None:
+    listing = (await client.get("/v1/metrics")).json()["metrics"]
+    assert [(m["name"], m["active_version"], m["versions"]) for m in listing] == [
+        ("context_adherence", "1", ["1"]),
+        ("toxicity_like", "1", ["1"]),
+    ]
+    detail = (await client.get("/v1/metrics/context_adherence")).json()
+    assert detail["spec"]["positive_label"] == "supported" and detail["use_case"] == "guardrail"
+    assert (await client.get("/v1/metrics/nope")).status_code == 404
+
+
+async def test_api_probes_and_prometheus(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/livez")).json()["status"] == "ok"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["schedulers"] == "ok"
+    await client.post(SCORE, json={"items": [item("good")]})
+    text = (await client.get("/metrics")).text
+    assert (
+        'lunaserve_requests_total{metric="context_adherence",outcome="ok",traffic_class="guardrail"} 1.0'
+        in text
+    )
+    assert 'lunaserve_model_info{metric="context_adherence",version="1"} 1.0' in text
+    assert "lunaserve_batch_padding_ratio_bucket" in text
+
+
+async def test_api_traffic_class_defaults_to_the_metric_use_case(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/metrics/toxicity_like/score", json={"items": [{"output": "good"}]})
+    await client.post(SCORE, json={"items": [item("good")], "traffic_class": "observability"})
+    text = (await client.get("/metrics")).text
+    assert (
+        'lunaserve_requests_total{metric="toxicity_like",outcome="ok",traffic_class="observability"}' in text
+    )
+    assert (
+        'lunaserve_requests_total{metric="context_adherence",outcome="ok",traffic_class="observability"}'
+        in text
+    )
+
+
+async def test_api_failing_inference_is_500_with_error_id_only(
+    client: httpx.AsyncClient, repository: Path
+) -> None:
+    app_state = client._transport.app.state.lunaserve  # type: ignore[attr-defined]
+    loaded = app_state.registry.get("context_adherence")
+
+    def broken(windows: object) -> object:
+        raise RuntimeError("secret internals")
+
+    loaded.scheduler._runner._predict = broken
+    response = await client.post(SCORE, json={"items": [item("good")]})
+    assert response.status_code == 500
+    assert "error id" in response.json()["detail"] and "secret" not in response.text
+    assert (await client.get("/readyz")).status_code == 200  # the loop survived
+
+
+@pytest.fixture
+async def secured(repository: Path) -> AsyncIterator[httpx.AsyncClient]:
+    auth = AuthSettings(
+        api_keys=[
+            ApiKey(key=SecretStr("k-obs"), traffic_class="observability"),
+            ApiKey(key=SecretStr("k-any")),
+        ],
+        admin_keys=[SecretStr("k-admin")],
+        protect_metrics=True,
+    )
+    async for c in started(create_app(Settings(repository=repository, auth=auth))):
+        yield c
+
+
+async def test_api_auth_bearer_keys(secured: httpx.AsyncClient) -> None:
+    body = {"items": [item("good")]}
+    anonymous = await secured.post(SCORE, json=body)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+    wrong = await secured.post(SCORE, json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    ok = await secured.post(SCORE, json=body, headers={"Authorization": "Bearer k-obs"})
+    assert ok.status_code == 200
+    assert (await secured.get("/livez")).status_code == 200 and (
+        await secured.get("/readyz")
+    ).status_code == 200
+    assert (await secured.get("/metrics")).status_code == 401
+    metrics = await secured.get("/metrics", headers={"Authorization": "Bearer k-any"})
+    assert 'traffic_class="observability"' in metrics.text  # the key's default class won over the use case
+    admin = "/v1/admin/reload"
+    assert (await secured.post(admin, headers={"Authorization": "Bearer k-any"})).status_code == 403
+    assert (await secured.post(admin, headers={"Authorization": "Bearer k-admin"})).status_code == 200
+
+
+async def test_api_admin_disabled_without_admin_keys(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/admin/reload")).status_code == 404
+
+
+async def test_api_hot_swap_and_refused_bad_version(repository: Path, tmp_path: Path) -> None:
+    admin = {"Authorization": "Bearer a"}
+    settings = Settings(repository=repository, auth=AuthSettings(admin_keys=[SecretStr("a")]))
+    async for client in started(create_app(settings)):
+        work = tmp_path / "v2"
+        work.mkdir()
+        write_counting_artifact(repository, counting_spec(version="2"), work)
+        bad = write_counting_artifact(repository, counting_spec(version="3"), work)
+        (bad / "model.onnx").write_bytes(b"corrupt")
+        swap = await client.post(
+            "/v1/admin/metrics/context_adherence/activate", json={"version": "2"}, headers=admin
+        )
+        assert swap.status_code == 200 and swap.json()["active_version"] == "2"
+        assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "2"
+        refused = await client.post(
+            "/v1/admin/metrics/context_adherence/activate", json={"version": "3"}, headers=admin
+        )
+        assert refused.status_code == 422 and "still serving the previous version" in refused.json()["detail"]
+        assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "2"
+        unknown = await client.post(
+            "/v1/admin/metrics/context_adherence/activate", json={"version": "9"}, headers=admin
+        )
+        assert unknown.status_code == 404
+        text = (await client.get("/metrics")).text
+        assert 'lunaserve_model_info{metric="context_adherence",version="2"} 1.0' in text
+        assert 'version="1"' not in text.split("lunaserve_model_info")[-1]
+
+
+async def test_api_openapi_lists_every_status(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    statuses = set(spec["paths"][SCORE.replace("context_adherence", "{metric}")]["post"]["responses"])
+    assert {"200", "401", "404", "413", "422", "500", "503", "504"} <= statuses
