@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import SpecError, load_spec
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "specs" / "context_adherence.yaml"
@@ -86,7 +87,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from models.export import ExportOptions, export_to_repository
 
     spec = load_spec(args.spec)
-    options = ExportOptions(quantization=args.quantization, calibration_rows=args.calibration_rows)
+    options = ExportOptions(
+        quantization=args.quantization,
+        calibration_rows=args.calibration_rows,
+        evidence_features=tuple(args.evidence),
+    )
     folder = export_to_repository(
         args.checkpoint, spec, args.repository, eval_csv=args.eval, options=options, force=args.force
     )
@@ -166,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--quantization", choices=["static", "dynamic", "none"], default="static")
     ex.add_argument("--calibration-rows", type=int, default=128)
     ex.add_argument("--force", action="store_true", help="replace an existing version folder")
+    ex.add_argument(
+        "--evidence",
+        nargs="*",
+        default=[],
+        choices=[f.value for f in EvidenceFeature],
+        help="evidence features to combine with the encoder (weights fitted on --eval)",
+    )
     ex.set_defaults(handler=_cmd_export)
 
     ev = sub.add_parser("evaluate", help="quality of an artifact on a labelled test CSV")

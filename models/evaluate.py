@@ -8,17 +8,17 @@ overlap) and, when the CSV carries one, an existing metric's scores.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
-from models.baselines import length_baseline_scores, word_overlap_scores
+from models.baselines import length_baseline_scores, missing_words_scores, word_overlap_scores
 from models.data_check import read_labelled_csv
-from service.runtime.classifier import MetricModel
-from service.runtime.encoding import ItemTooLongError
+from service.runtime.classifier import MetricModel, score_encoded
+from service.runtime.encoding import ItemTooLongError, Window
 from service.runtime.postprocess import ItemScore
 from service.runtime.spec import MetricSpec
 
@@ -97,6 +97,7 @@ def baseline_figures(
         },
         "length_only": ranking_figures(truth, length_baseline_scores(rows)),
         "word_overlap": ranking_figures(truth, word_overlap_scores(rows)),
+        "missing_words": ranking_figures(truth, missing_words_scores(rows)),
     }
     if existing_column:
         scores = np.array([float(r[existing_column]) for r in rows])
@@ -114,7 +115,9 @@ def evaluate(
     spec = model.spec
     if existing_column:
         _check_existing_column(rows, existing_column)
-    results = model.score(rows)
+    encoded = model.encode(rows)
+    forward = _cached(model.forward)
+    results = score_encoded(encoded, forward, spec, model.combiner)
     scored = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
     refused = [str(r) for r in results if isinstance(r, ItemTooLongError)]
     if not scored:
@@ -143,7 +146,24 @@ def evaluate(
         },
         "baselines": baseline_figures(truth, kept_rows, existing_column),
     }
+    if model.combiner is not None:  # what the encoder alone would score, beside the combination
+        alone = [r for r in score_encoded(encoded, forward, spec, None) if isinstance(r, ItemScore)]
+        figures["baselines"]["encoder_only"] = ranking_figures(truth, np.array([r.score for r in alone]))
     return figures, truth, scores
+
+
+def _cached(forward: Callable[[Sequence[Window]], np.ndarray]) -> Callable[[Sequence[Window]], np.ndarray]:
+    """Run each window once even when the same windows are scored twice (with and without evidence)."""
+    rows: dict[int, np.ndarray] = {}
+
+    def run(windows: Sequence[Window]) -> np.ndarray:
+        todo = [w for w in windows if id(w) not in rows]
+        if todo:
+            for w, row in zip(todo, forward(todo), strict=True):
+                rows[id(w)] = row
+        return np.stack([rows[id(w)] for w in windows])
+
+    return run
 
 
 def _check_existing_column(rows: Sequence[Mapping[str, str]], column: str) -> None:

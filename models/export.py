@@ -29,11 +29,15 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from models.combine import fit_combiner
 from models.data_check import read_labelled_csv
 from models.embedding_quant import quantise_embedding_tables
-from models.parity import ParityError, ParityReport, measure_parity
+from models.parity import ParityError, ParityReport, measure_parity, onnx_forward
 from models.repository import publish_entry
+from service.runtime.classifier import score_encoded
 from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate, load_tokenizer
+from service.runtime.evidence import EvidenceCombiner, EvidenceFeature
+from service.runtime.postprocess import ItemScore
 from service.runtime.spec import MetricSpec
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ class ExportOptions:
     opset: int = 18
     parity_rows: int = 0  # 0: every row of the eval CSV
     batch_probe_items: int = 48  # items scored alone and in mixed batches for invariance
+    evidence_features: tuple[str, ...] = ()  # combine these with the encoder, fitted on the eval CSV
 
 
 def export_onnx(checkpoint: Path, out_dir: Path, opset: int) -> Path:
@@ -205,9 +210,15 @@ def export_to_repository(
         log.info("quantising (%s) with %d calibration windows", options.quantization, len(calibration))
         final = work / "model.onnx"
         quantisation = quantise(optimised, final, options, calibration, encoder.pad_id)
+        combiner = _fit_evidence(final, encoder, rows, options, eval_csv)
         parity_rows = rows[: options.parity_rows] if options.parity_rows else rows
         report: ParityReport = measure_parity(
-            checkpoint, final, encoder, parity_rows, batch_probe_items=options.batch_probe_items
+            checkpoint,
+            final,
+            encoder,
+            parity_rows,
+            combiner=combiner,
+            batch_probe_items=options.batch_probe_items,
         )
         log.info("parity: %s", report.summary())
         failures = report.failures(spec.parity)
@@ -233,8 +244,30 @@ def export_to_repository(
             source={"checkpoint": str(checkpoint), **(source or {})},
             export=export_info,
             parity=report.to_dict(),
+            evidence=combiner,
             force=force,
         )
+
+
+def _fit_evidence(
+    model: Path, encoder: PairEncoder, rows: list[dict[str, str]], options: ExportOptions, eval_csv: Path
+) -> EvidenceCombiner | None:
+    """Fit the declared evidence combiner on the artifact's own encoder scores of the eval rows."""
+    if not options.evidence_features:
+        return None
+    features = [EvidenceFeature(f) for f in options.evidence_features]
+    results = score_encoded(
+        encoder.try_encode_many(rows),
+        onnx_forward(model, encoder.pad_id, encoder.spec.activation),
+        encoder.spec,
+    )
+    kept = [(row, r.score) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
+    combiner = fit_combiner(
+        [s for _, s in kept], [row for row, _ in kept], encoder.spec.positive_label, features,
+        fitted_on=f"{eval_csv.name} ({len(kept)} rows), logistic regression C=1 on int8 encoder scores",
+    )  # fmt: skip
+    log.info("evidence combiner: %s", combiner.model_dump_json())
+    return combiner
 
 
 def _cpu_flags() -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 from service.runtime.artifact import Manifest
 
 QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")
-BASELINE_ORDER = ("length_only", "word_overlap", "majority", "existing")
+BASELINE_ORDER = ("length_only", "word_overlap", "missing_words", "encoder_only", "majority", "existing")
 
 
 def _fmt(value: Any) -> str:
@@ -98,6 +98,29 @@ def _quality(m: Manifest) -> list[str]:
     return lines
 
 
+def _evidence(m: Manifest) -> list[str]:
+    c = m.evidence
+    if c is None:
+        return []
+    terms = " + ".join(f"{w:+.3f} x {f.value}" for f, w in c.feature_weights.items())
+    return [
+        "## How the score is computed",
+        "",
+        "The encoder's probability is combined with explicit evidence, computed against the whole"
+        " context (never one window), by a logistic model whose weights were fitted, not chosen:",
+        "",
+        f"    score = sigmoid({c.model_weight:.3f} x logit(p_encoder) {terms} {c.bias:+.3f})",
+        "",
+        "- `n_missing_content`: distinct content words (stopwords removed) of the response that appear"
+        " nowhere in the context; `share_missing_content`: the same as a share of the response's"
+        " content words; `n_missing_names` / `n_missing_numbers`: capitalised words / numbers of the"
+        " response absent from the context.",
+        f"- Fitted on: {c.fitted_on or 'not recorded'}.",
+        "- The quality tables report the encoder alone (`encoder only`) and the missing-words count"
+        " alone (`missing words`) beside the combination.",
+    ]
+
+
 def _artifact(m: Manifest) -> list[str]:
     p = m.parity
     q = m.export.get("quantization", {})
@@ -130,6 +153,7 @@ def render_model_card(m: Manifest) -> str:
         ],
         _intended_use(m),
         _training(m),
+        _evidence(m),
         _quality(m),
         _artifact(m),
         [
@@ -140,4 +164,4 @@ def render_model_card(m: Manifest) -> str:
             " your own labelled test set before relying on it.",
         ],
     ]
-    return "\n".join("\n".join(s) + "\n" for s in sections)
+    return "\n".join("\n".join(s) + "\n" for s in sections if s)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from service.runtime.classifier import score_encoded
+from service.runtime.classifier import encode_with_evidence, score_encoded
 from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate
+from service.runtime.evidence import EvidenceCombiner
 from service.runtime.postprocess import ItemScore, probabilities
 from service.runtime.session import OnnxSession
 from service.runtime.spec import MetricSpec, ParityBounds
@@ -133,10 +134,12 @@ def measure_parity(
     encoder: PairEncoder,
     rows: Sequence[Mapping[str, str]],
     *,
+    combiner: EvidenceCombiner | None = None,
     batch_probe_items: int = 48,
 ) -> ParityReport:
+    """Final scores (after any evidence combiner) of the artifact against the checkpoint's."""
     spec = encoder.spec
-    encoded_all = encoder.try_encode_many(rows)
+    encoded_all = encode_with_evidence(encoder, combiner, rows)
     kept = [(row, item) for row, item in zip(rows, encoded_all, strict=True) if isinstance(item, EncodedItem)]
     if not kept:
         raise ParityError("no row of the eval set could be encoded; cannot check parity")
@@ -144,8 +147,8 @@ def measure_parity(
     truth = [row["label"] == spec.positive_label for row, _ in kept]
     reference = torch_forward(checkpoint, encoder.pad_id, spec.activation)
     artifact = onnx_forward(artifact_model, encoder.pad_id, spec.activation)
-    ref_scores = _scores(score_encoded(encoded, reference, spec))
-    art_scores = _scores(score_encoded(encoded, artifact, spec))
+    ref_scores = _scores(score_encoded(encoded, reference, spec, combiner))
+    art_scores = _scores(score_encoded(encoded, artifact, spec, combiner))
     diff = np.abs(ref_scores - art_scores)
     ref_pass = ref_scores >= spec.threshold
     art_pass = art_scores >= spec.threshold

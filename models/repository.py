@@ -24,6 +24,7 @@ from service.runtime.artifact import (
     load_artifact,
     read_manifest,
 )
+from service.runtime.evidence import EvidenceCombiner
 from service.runtime.spec import MetricSpec
 
 
@@ -37,6 +38,7 @@ def publish_entry(
     export: dict[str, Any],
     parity: dict[str, Any],
     quality: dict[str, Any] | None = None,
+    evidence: EvidenceCombiner | None = None,
     force: bool = False,
 ) -> Path:
     """Write `<repository>/<name>/<version>/` atomically and return it, verified."""
@@ -53,6 +55,7 @@ def publish_entry(
             files={},
             parity=parity,
             quality=quality or {},
+            evidence=evidence,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         )
         _write_card_and_manifest(staging, manifest)

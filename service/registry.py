@@ -21,7 +21,7 @@ from service.batching.scheduler import AdmissionError, BatchScheduler, JobResult
 from service.config import Settings
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
-from service.runtime.classifier import MetricModel, finish_item
+from service.runtime.classifier import MetricModel
 from service.runtime.encoding import EncodedItem, ItemTooLongError
 from service.runtime.postprocess import ItemScore
 from service.runtime.spec import MetricSpec
@@ -94,7 +94,7 @@ class LoadedMetric:
         result: JobResult = await future
         scores, row = [], 0
         for item in ready:
-            scores.append(finish_item(item, result.rows[row : row + len(item.windows)], self.spec))
+            scores.append(self.model.finish(item, result.rows[row : row + len(item.windows)]))
             row += len(item.windows)
         return ScoredItems(
             self.spec.name, self.spec.version, scores, result.queued_s, result.inference_s,

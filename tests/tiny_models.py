@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from models.repository import publish_entry
+from service.runtime.evidence import EvidenceCombiner
 from service.runtime.spec import MetricSpec
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -91,7 +92,9 @@ def build_counting_classifier(path: Path, tokenizer: Tokenizer) -> Path:
     return path
 
 
-def write_counting_artifact(repository: Path, spec: MetricSpec, tmp: Path) -> Path:
+def write_counting_artifact(
+    repository: Path, spec: MetricSpec, tmp: Path, evidence: EvidenceCombiner | None = None
+) -> Path:
     """A complete, verified repository entry around the counting classifier."""
     tokenizer = build_word_tokenizer()
     tok_path = tmp / "tokenizer.json"
@@ -105,6 +108,7 @@ def write_counting_artifact(repository: Path, spec: MetricSpec, tmp: Path) -> Pa
         source={"checkpoint": "tests/tiny_models.py:counting_classifier"},
         export={"quantization": {"mode": "none"}},
         parity={},
+        evidence=evidence,
     )
 
 

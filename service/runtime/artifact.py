@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.runtime.evidence import EvidenceCombiner
 from service.runtime.spec import MetricSpec
 
 MANIFEST_NAME = "manifest.json"
@@ -52,7 +53,16 @@ class Manifest(BaseModel):
     files: dict[str, FileDigest]
     parity: dict[str, Any] = Field(description="Figures against the reference model.")
     quality: dict[str, Any] = Field(default_factory=dict, description="Figures on test sets.")
+    evidence: EvidenceCombiner | None = Field(
+        None, description="Evidence combined with the encoder's score; part of the metric when present."
+    )
     created_at: str
+
+    @model_validator(mode="after")
+    def _evidence_needs_two_labels(self) -> Manifest:
+        if self.evidence is not None and len(self.spec.labels) != 2:
+            raise ValueError("an evidence combiner needs a metric with exactly two labels")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"

@@ -6,6 +6,7 @@ requests); offline callers such as `evaluate` use `score`, which batches the sam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from service.runtime.artifact import Artifact, load_artifact
 from service.runtime.encoding import EncodedItem, ItemTooLongError, PairEncoder, Window, collate
+from service.runtime.evidence import EvidenceCombiner
 from service.runtime.postprocess import ItemScore, aggregate_windows, decide, probabilities
 from service.runtime.session import OnnxSession
 from service.runtime.spec import MetricSpec
@@ -26,13 +28,14 @@ class MetricModel:
         self.spec: MetricSpec = artifact.spec
         self.encoder = PairEncoder.from_file(artifact.tokenizer_path, self.spec)
         self.session = OnnxSession(artifact.model_path, intra_op_threads=intra_op_threads)
+        self.combiner: EvidenceCombiner | None = artifact.manifest.evidence
 
     @classmethod
     def load(cls, folder: Path, *, intra_op_threads: int = 0, check_layout: bool = True) -> MetricModel:
         return cls(load_artifact(folder, check_layout=check_layout), intra_op_threads=intra_op_threads)
 
     def encode(self, items: Sequence[Item]) -> list[EncodedItem | ItemTooLongError]:
-        return self.encoder.try_encode_many(items)
+        return encode_with_evidence(self.encoder, self.combiner, items)
 
     def forward(self, windows: Sequence[Window]) -> np.ndarray:
         """Label probabilities, one row per window, for windows run as one padded batch."""
@@ -40,7 +43,7 @@ class MetricModel:
         return probabilities(logits, self.spec.activation)
 
     def finish(self, item: EncodedItem, window_probs: np.ndarray) -> ItemScore:
-        return finish_item(item, window_probs, self.spec)
+        return finish_item(item, window_probs, self.spec, self.combiner)
 
     def score(
         self,
@@ -54,15 +57,30 @@ class MetricModel:
             self.encode(items),
             self.forward,
             self.spec,
+            self.combiner,
             max_batch_tokens=max_batch_tokens,
             max_batch_rows=max_batch_rows,
         )
+
+
+def encode_with_evidence(
+    encoder: PairEncoder, combiner: EvidenceCombiner | None, items: Sequence[Item]
+) -> list[EncodedItem | ItemTooLongError]:
+    """Encode items; with a combiner, attach its features computed on the whole item."""
+    encoded = encoder.try_encode_many(items)
+    if combiner is None:
+        return encoded
+    return [
+        dataclasses.replace(e, evidence=combiner.features(item)) if isinstance(e, EncodedItem) else e
+        for item, e in zip(items, encoded, strict=True)
+    ]
 
 
 def score_encoded(
     encoded: Sequence[EncodedItem | ItemTooLongError],
     forward: Callable[[Sequence[Window]], np.ndarray],
     spec: MetricSpec,
+    combiner: EvidenceCombiner | None = None,
     *,
     max_batch_tokens: int = 16384,
     max_batch_rows: int = 64,
@@ -85,14 +103,20 @@ def score_encoded(
     for row, owner in enumerate(owners):
         rows_of.setdefault(owner, []).append(row)
     return [
-        finish_item(item, probs[rows_of[i]], spec) if isinstance(item, EncodedItem) else item
+        finish_item(item, probs[rows_of[i]], spec, combiner) if isinstance(item, EncodedItem) else item
         for i, item in enumerate(encoded)
     ]
 
 
-def finish_item(item: EncodedItem, window_probs: np.ndarray, spec: MetricSpec) -> ItemScore:
-    """Aggregate an item's window rows and decide."""
+def finish_item(
+    item: EncodedItem, window_probs: np.ndarray, spec: MetricSpec, combiner: EvidenceCombiner | None = None
+) -> ItemScore:
+    """Aggregate an item's window rows, apply the evidence combiner if any, and decide."""
     row = aggregate_windows(window_probs, spec.positive_index, spec.long_input.aggregation)
+    if combiner is not None and item.evidence is not None:
+        score = combiner.combine(float(row[spec.positive_index]), item.evidence)
+        row = np.full(2, 1.0 - score)
+        row[spec.positive_index] = score
     return decide(row, spec, windows=len(item.windows), truncated_tokens=item.truncated_tokens)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import InputField, LongInputMode, MetricSpec
 
 SEGMENT_JOINER = "\n"
@@ -40,6 +41,7 @@ class Window:
 class EncodedItem:
     windows: tuple[Window, ...]
     truncated_tokens: int  # tokens of the cut segment that no window saw
+    evidence: Mapping[EvidenceFeature, float] | None = None  # whole-context features, when declared
 
     @property
     def tokens(self) -> int:

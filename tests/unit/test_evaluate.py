@@ -136,3 +136,14 @@ def test_cli_evaluate_record_updates_manifest_and_card(
     assert "### toy_set" in card and "Toy rows for the test." in card
     assert "| length only |" in card and "| word overlap |" in card
     assert "| **model** |" in capsys.readouterr().out
+
+
+def test_evaluate_reports_encoder_alone_beside_a_combiner(tmp_path: Path) -> None:
+    from service.runtime.evidence import EvidenceCombiner, EvidenceFeature
+
+    combiner = EvidenceCombiner(model_weight=1.0, feature_weights={EvidenceFeature.N_MISSING_CONTENT: -0.1})
+    folder = write_counting_artifact(tmp_path / "repo", spec_for_tests(), tmp_path, evidence=combiner)
+    paths = evaluate_to_files(folder, write_test_csv(tmp_path / "test.csv"), tmp_path / "out")
+    baselines = json.loads(paths["json"].read_text())["baselines"]
+    assert {"encoder_only", "missing_words", "length_only", "word_overlap", "majority"} <= set(baselines)
+    assert baselines["encoder_only"]["roc_auc"] is not None

@@ -90,3 +90,15 @@ def test_export_existing_version_needs_force(checkpoint: Path, tmp_path: Path) -
     (tmp_path / "repo" / spec.name / spec.version).mkdir(parents=True)
     with pytest.raises(FileExistsError, match="--force"):
         export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=tmp_path / "none.csv")
+
+
+def test_export_with_evidence_fits_and_declares_the_combiner(checkpoint: Path, tmp_path: Path) -> None:
+    spec = tiny_spec()
+    eval_csv = write_eval_csv(tmp_path / "eval.csv", spec.labels)
+    options = ExportOptions(calibration_rows=16, evidence_features=("n_missing_content",))
+    folder = export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=options)
+    manifest = load_artifact(folder).manifest
+    assert manifest.evidence is not None
+    assert set(manifest.evidence.feature_weights) == {"n_missing_content"}
+    assert manifest.parity["decision_agreement"] >= 0.99
+    assert "How the score is computed" in (folder / "MODEL_CARD.md").read_text()

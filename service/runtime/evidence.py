@@ -1,0 +1,92 @@
+"""Explicit evidence combined with the encoder's score, when a metric's manifest declares it.
+
+An encoder reading one window of context cannot see a fact stated elsewhere in a long context,
+and a small one matches words better than it checks them. Counting the response's content
+words that appear nowhere in the *whole* context is cheap, exact, and window-independent. A
+metric may combine the two with a logistic model whose weights were fitted at build time:
+
+    score = sigmoid(model_weight * logit(p_encoder) + sum_k weight_k * feature_k + bias)
+
+The combiner is part of the metric: declared in the manifest, computed here, so `evaluate` and
+the server give the same score.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)?")
+_NAME = re.compile(r"\b[A-Z][A-Za-z0-9]+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# Function words that say nothing about support; small and fixed so features are reproducible.
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself yourselves
+    s t don""".split()
+)
+EPSILON = 1e-6
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (letters and digits; an apostrophe suffix stays attached)."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def content_words(text: str) -> list[str]:
+    """Words of `text` that are not stopwords (order kept, duplicates kept)."""
+    return [w for w in words(text) if w not in STOPWORDS]
+
+
+class EvidenceFeature(StrEnum):
+    N_MISSING_CONTENT = "n_missing_content"  # distinct response content words absent from the context
+    SHARE_MISSING_CONTENT = "share_missing_content"  # the same as a share of the response's content words
+    N_MISSING_NAMES = "n_missing_names"  # distinct capitalised words absent from the context
+    N_MISSING_NUMBERS = "n_missing_numbers"  # distinct numbers absent from the context
+
+
+def evidence_features(output: str, context: str) -> dict[EvidenceFeature, float]:
+    """Every feature for one item, against the whole context (never one window)."""
+    context_words = set(words(context))
+    content = set(content_words(output))
+    missing = content - context_words
+    names = {n.lower() for n in _NAME.findall(output)} - STOPWORDS
+    numbers = set(_NUMBER.findall(output))
+    context_numbers = set(_NUMBER.findall(context))
+    return {
+        EvidenceFeature.N_MISSING_CONTENT: float(len(missing)),
+        EvidenceFeature.SHARE_MISSING_CONTENT: len(missing) / len(content) if content else 0.0,
+        EvidenceFeature.N_MISSING_NAMES: float(len(names - context_words)),
+        EvidenceFeature.N_MISSING_NUMBERS: float(len(numbers - context_numbers)),
+    }
+
+
+class EvidenceCombiner(BaseModel):
+    """Logistic combination of the encoder's logit with evidence features (fitted weights)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str = Field("logistic", pattern="^logistic$")
+    model_weight: float = Field(description="Weight of logit(p) of the encoder's positive label.")
+    feature_weights: dict[EvidenceFeature, float] = Field(description="Weight of each evidence feature.")
+    bias: float = 0.0
+    output_field: str = Field("output", description="The item field whose words are checked.")
+    context_field: str = Field("context", description="The item field the words must appear in.")
+    fitted_on: str = Field("", description="Data the weights were fitted on, for the model card.")
+
+    def features(self, item: Mapping[str, str | None]) -> dict[EvidenceFeature, float]:
+        return evidence_features(item.get(self.output_field) or "", item.get(self.context_field) or "")
+
+    def combine(self, p_model: float, features: Mapping[EvidenceFeature, float]) -> float:
+        p = min(max(p_model, EPSILON), 1 - EPSILON)
+        z = self.model_weight * math.log(p / (1 - p)) + self.bias
+        z += sum(w * features[f] for f, w in self.feature_weights.items())
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
