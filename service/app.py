@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -95,7 +96,7 @@ def create_app(
         finally:
             state.draining = True
             await state.registry.close()
-            log.info("drained and stopped")
+            log.info("drained and stopped; requests by outcome: %s", json.dumps(metrics.outcome_totals()))
 
     app = FastAPI(
         title="lunaserve",

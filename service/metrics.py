@@ -98,6 +98,15 @@ class ServerMetrics:
             ["metric", "version"], registry=registry,
         )  # fmt: skip
 
+    def outcome_totals(self) -> dict[str, int]:
+        """Scoring requests by outcome, over every metric and class (logged at shutdown)."""
+        totals = dict.fromkeys(OUTCOMES, 0)
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    totals[sample.labels["outcome"]] += int(sample.value)
+        return totals
+
     def observer(self, metric: str) -> SchedulerMetrics:
         return SchedulerMetrics(self, metric)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from models.repository import publish_entry
@@ -58,8 +58,13 @@ def build_word_tokenizer(words: list[str] | None = None) -> Tokenizer:
     return tokenizer
 
 
-def build_counting_classifier(path: Path, tokenizer: Tokenizer) -> Path:
-    """ONNX graph: logits = [0, count(good) - count(bad)] over real tokens; batch-invariant."""
+def build_counting_classifier(path: Path, tokenizer: Tokenizer, busy_matmuls: int = 0) -> Path:
+    """ONNX graph: logits = [0, count(good) - count(bad)] over real tokens; batch-invariant.
+
+    `busy_matmuls` adds that many 256x256 MatMuls per token whose result is multiplied by zero:
+    work that costs time like a real encoder's (so queues form under load) without changing any
+    score.
+    """
     good = tokenizer.token_to_id("good")
     bad = tokenizer.token_to_id("bad")
     inputs = [
@@ -82,8 +87,29 @@ def build_counting_classifier(path: Path, tokenizer: Tokenizer) -> Path:
         helper.make_node("Mul", ["signed", "mask_f"], ["masked"]),
         helper.make_node("ReduceSum", ["masked", "axis1"], ["diff"], keepdims=1),
         helper.make_node("Sub", ["diff", "diff"], ["zero"]),
-        helper.make_node("Concat", ["zero", "diff"], ["logits"], axis=1),
     ]
+    logit = "diff"
+    if busy_matmuls:
+        rng = np.random.default_rng(0)
+        consts += [
+            numpy_helper.from_array(np.array([-1], np.int64), "last_axis"),
+            numpy_helper.from_array(rng.normal(size=(1, 256)).astype(np.float32), "w_in"),
+            numpy_helper.from_array((rng.normal(size=(256, 256)) / 16).astype(np.float32), "w_busy"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "nothing"),
+        ]
+        nodes += [
+            helper.make_node("Unsqueeze", ["mask_f", "last_axis"], ["mask3"]),
+            helper.make_node("MatMul", ["mask3", "w_in"], ["h0"]),
+        ]
+        for i in range(busy_matmuls):
+            nodes.append(helper.make_node("MatMul", [f"h{i}", "w_busy"], [f"h{i + 1}"]))
+        nodes += [
+            helper.make_node("ReduceSum", [f"h{busy_matmuls}"], ["busy_total"], keepdims=0),
+            helper.make_node("Mul", ["busy_total", "nothing"], ["busy_zero"]),
+            helper.make_node("Add", ["diff", "busy_zero"], ["diff_busy"]),
+        ]
+        logit = "diff_busy"
+    nodes.append(helper.make_node("Concat", ["zero", logit], ["logits"], axis=1))
     graph = helper.make_graph(nodes, "counting_classifier", inputs, [output], initializer=consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -93,13 +119,17 @@ def build_counting_classifier(path: Path, tokenizer: Tokenizer) -> Path:
 
 
 def write_counting_artifact(
-    repository: Path, spec: MetricSpec, tmp: Path, evidence: EvidenceCombiner | None = None
+    repository: Path,
+    spec: MetricSpec,
+    tmp: Path,
+    evidence: EvidenceCombiner | None = None,
+    busy_matmuls: int = 0,
 ) -> Path:
     """A complete, verified repository entry around the counting classifier."""
     tokenizer = build_word_tokenizer()
     tok_path = tmp / "tokenizer.json"
     tokenizer.save(str(tok_path))
-    model = build_counting_classifier(tmp / "counting.onnx", tokenizer)
+    model = build_counting_classifier(tmp / "counting.onnx", tokenizer, busy_matmuls)
     return publish_entry(
         repository,
         spec,

@@ -1,0 +1,186 @@
+"""End to end: a real uvicorn subprocess on 127.0.0.1 with concurrent clients over real HTTP.
+
+Load loops are bounded in count and time, and target only the loopback server they started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import counting_spec
+from tests.e2e.server import ServerProcess
+from tests.tiny_models import expected_score, write_counting_artifact
+
+SCORE = "/v1/metrics/context_adherence/score"
+BUSY = 64  # per-token MatMuls: a few ms a batch, so queues form under concurrent load
+CLIENTS = 12
+LOAD_LIMIT_S = 60
+# uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop exits by that signal
+CLEAN_EXIT = (0, -signal.SIGTERM)
+
+
+@pytest.fixture
+def busy_repository(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    work = tmp_path / "work"
+    work.mkdir()
+    write_counting_artifact(repo, counting_spec(), work, busy_matmuls=BUSY)
+    return repo
+
+
+def body(i: int) -> dict[str, object]:
+    good = i % 3
+    return {"items": [{"output": " ".join(["good"] * good) or "bad", "context": "the city " * 20}],
+            "traffic_class": "observability" if i % 2 else "guardrail", "timeout_ms": 10_000}  # fmt: skip
+
+
+class Load:
+    """CLIENTS threads sending requests until told to stop (or a hard count/time limit)."""
+
+    def __init__(self, url: str, *, max_requests: int = 400, fresh_connections: bool = False) -> None:
+        self.url = url
+        self.max_requests = max_requests
+        self.fresh = fresh_connections
+        self.stop = threading.Event()
+        self.outcomes: Counter[str] = Counter()
+        self.versions: list[tuple[float, str]] = []
+        self.wrong_scores = 0
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(CLIENTS)]
+
+    def _next(self) -> int | None:
+        with self._lock:
+            if self.stop.is_set() or self.sent >= self.max_requests:
+                return None
+            self.sent += 1
+            return self.sent
+
+    def _client(self) -> None:
+        headers = {"Connection": "close"} if self.fresh else {}
+        with httpx.Client(base_url=self.url, timeout=30, headers=headers) as client:
+            while (i := self._next()) is not None:
+                try:
+                    response = client.post(SCORE, json=body(i))
+                except httpx.ConnectError:
+                    self._record("refused")
+                    continue
+                except httpx.TransportError as exc:
+                    self._record(f"transport:{type(exc).__name__}")
+                    continue
+                self._record(str(response.status_code))
+                if response.status_code == 200:
+                    data = response.json()
+                    good = i % 3
+                    ok = abs(data["results"][0]["score"] - expected_score(good, 0 if good else 1)) < 1e-6
+                    with self._lock:
+                        self.versions.append((time.monotonic(), data["version"]))
+                        self.wrong_scores += not ok
+
+    def _record(self, outcome: str) -> None:
+        with self._lock:
+            self.outcomes[outcome] += 1
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def wait_for(self, condition: Callable[[], bool]) -> None:
+        limit = time.monotonic() + LOAD_LIMIT_S
+        while not condition() and time.monotonic() < limit and self.sent < self.max_requests:
+            time.sleep(0.01)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(LOAD_LIMIT_S)
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    pattern = (
+        re.escape(name) + (r"\{" + labels + r"[^}]*\}" if labels else r"(\{[^}]*\})?") + r" ([0-9.e+-]+)"
+    )
+    return sum(float(m.group(m.lastindex or 1)) for m in re.finditer(pattern, text))
+
+
+def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
+    busy_repository: Path, tmp_path: Path
+) -> None:
+    with (
+        ServerProcess(busy_repository, tmp_path / "server.log") as server,
+        Load(server.url, max_requests=300) as load,
+    ):
+        load.wait_for(lambda: False)  # until all 300 are sent
+        load.stop.set()
+        # the server was stopped by the context manager's exit only after the scrape below
+        scrape = httpx.get(server.url + "/metrics").text
+    assert load.outcomes == Counter({"200": 300}) and load.wrong_scores == 0
+    batches = metric_value(scrape, "lunaserve_batch_size_count")
+    rows = metric_value(scrape, "lunaserve_batch_size_sum")
+    assert rows == 300 and batches < rows, f"{batches} batches for {rows} rows: nothing was batched"
+    assert metric_value(scrape, "lunaserve_requests_total", 'metric="context_adherence",outcome="ok"') == 300
+    promtool = shutil.which("promtool") or str(
+        Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "promtool"
+    )
+    if not Path(promtool).exists():
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI: scripts/install-promtool should have put it in .venv/bin")
+        pytest.skip("promtool not installed (make setup installs it)")
+    check = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_path: Path) -> None:
+    admin = {"Authorization": "Bearer admin-key"}
+    env = {"LUNASERVE_AUTH__ADMIN_KEYS": json.dumps(["admin-key"])}
+    with ServerProcess(busy_repository, tmp_path / "server.log", env=env) as server:
+        work = tmp_path / "v2"
+        work.mkdir()
+        write_counting_artifact(busy_repository, counting_spec(version="2"), work, busy_matmuls=BUSY)
+        with Load(server.url, max_requests=600) as load:
+            load.wait_for(lambda: load.sent >= 100)
+            swap = httpx.post(
+                server.url + "/v1/admin/metrics/context_adherence/activate", json={"version": "2"},
+                headers=admin, timeout=30,
+            )  # fmt: skip
+            swapped_at = time.monotonic()
+            load.wait_for(lambda: False)  # keep going until all 600 are sent
+        assert swap.status_code == 200, swap.text
+        assert server.terminate() in CLEAN_EXIT
+    assert load.outcomes == Counter({"200": 600}), load.outcomes
+    assert load.wrong_scores == 0
+    seen = Counter(v for _, v in load.versions)
+    assert seen["1"] > 0 and seen["2"] > 0
+    assert all(v == "2" for t, v in load.versions if t > swapped_at + 1.0)  # old version drained
+
+
+def test_e2e_sigterm_finishes_every_accepted_request(busy_repository: Path, tmp_path: Path) -> None:
+    server = ServerProcess(busy_repository, tmp_path / "server.log")
+    with server, Load(server.url, max_requests=2000, fresh_connections=True) as load:
+        load.wait_for(lambda: load.outcomes["200"] >= 100)
+        exit_code = server.terminate()
+        load.stop.set()
+    log = server.log_path.read_text()
+    assert exit_code in CLEAN_EXIT and "drained and stopped" in log, log[-3000:]
+    summary = re.search(r"requests by outcome: (\{.*\})", log)
+    assert summary, log[-3000:]
+    served = json.loads(summary.group(1))
+    # every request the server accepted was answered, and every answer reached its client
+    assert served["failed"] == served["expired"] == 0, served
+    assert served["ok"] == load.outcomes["200"], (served, load.outcomes)
+    unexpected = {k: v for k, v in load.outcomes.items() if k not in {"200", "503", "refused"}}
+    assert not unexpected or all(k.startswith("transport") for k in unexpected), load.outcomes
