@@ -29,6 +29,7 @@ from service.runtime.spec import MetricSpec
 log = logging.getLogger(__name__)
 
 Item = Mapping[str, str | None]
+INLINE_ENCODE_CHARS = 16_000  # about 4k tokens: ~1 ms of tokenising
 WARMUP_ITEM = {
     "input": "What is the capital of France?",
     "output": "Paris.",
@@ -79,7 +80,14 @@ class LoadedMetric:
         return self.model.spec
 
     async def score(self, items: Sequence[Item], priority: Priority, deadline: float) -> ScoredItems:
-        encoded = await asyncio.to_thread(self.model.encode, items)
+        # Small requests are tokenised on the loop (well under a millisecond): a shared thread
+        # pool would queue a guardrail item behind a flood of observability ones before it
+        # even reached the scheduler that puts it first. Large ones go to a thread.
+        chars = sum(len(v or "") for item in items for v in item.values())
+        if chars <= INLINE_ENCODE_CHARS:
+            encoded = self.model.encode(items)
+        else:
+            encoded = await asyncio.to_thread(self.model.encode, items)
         for index, item in enumerate(encoded):
             if isinstance(item, ItemTooLongError):
                 raise InvalidItemError(index, str(item).replace(f"item {index}: ", "", 1))

@@ -94,10 +94,6 @@ class NotReadyError(ApiError):
     status, slug, title = 503, "not-ready", "Not ready"
 
 
-class DeadlineExceededError(ApiError):
-    status, slug, title = 504, "deadline-exceeded", "Deadline exceeded"
-
-
 class InferenceFailedError(ApiError):
     status, slug, title = 500, "inference-failed", "Inference failed"
 
@@ -140,7 +136,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         401: "Missing or wrong API key", 403: "Key not allowed here", 404: "Unknown metric or version",
         409: "Conflict", 413: "Body too large", 422: "Invalid request or items",
-        500: "Inference failed (error id in detail)", 503: "Overloaded, draining or not ready (Retry-After)",
-        504: "Deadline exceeded while queued",
+        500: "Inference failed (error id in detail)",
+        503: "Shed: queue full, deadline unreachable or passed, draining (Retry-After)",
     }  # fmt: skip
     return {s: {"model": Problem, "description": text[s], "content": {PROBLEM_JSON: {}}} for s in statuses}

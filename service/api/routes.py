@@ -36,7 +36,7 @@ from service.state import AppState
 
 T = TypeVar("T")
 router = APIRouter()
-SCORING_ERRORS = e.responses(401, 404, 413, 422, 500, 503, 504)
+SCORING_ERRORS = e.responses(401, 404, 413, 422, 500, 503)
 
 
 def state_of(request: Request) -> AppState:
@@ -125,8 +125,11 @@ async def _score_one(
         _count(state, metric, priority, "rejected")
         raise e.OverloadedError(str(exc), reason=exc.reason, retry_after_s=exc.retry_after_s) from None
     except DeadlineExceededError as exc:
+        # Shed after admission: the queue moved slower than estimated. A 503 with Retry-After,
+        # like any other shed request, tells the client to come back rather than that it erred.
         _count(state, metric, priority, "expired")
-        raise e.DeadlineExceededError(str(exc)) from None
+        retry = registry.get(metric).scheduler.retry_after_s() if metric in registry.active else 1.0
+        raise e.OverloadedError(str(exc), reason="expired", retry_after_s=retry) from None
     except BatchFailedError as exc:
         _count(state, metric, priority, "failed")
         raise e.InferenceFailedError(
@@ -198,7 +201,6 @@ async def score_metric(
 
 
 _OUTCOME_OF: dict[type[e.ApiError], str] = {
-    e.DeadlineExceededError: "deadline_exceeded",
     e.OverloadedError: "rejected",
     e.InferenceFailedError: "failed",
     e.InvalidItemsError: "invalid",
@@ -221,10 +223,16 @@ async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreRes
     deadline = _deadline(state, body, guardrail)
 
     async def one(metric: str) -> MetricOutcome:
+        remaining = deadline - state.clock.now()
         try:
-            scored = await _score_one(state, metric, body, key_class, deadline)
+            scored = await asyncio.wait_for(_score_one(state, metric, body, key_class, deadline), remaining)
+        except TimeoutError:
+            late = e.OverloadedError("no answer before the deadline", reason="expired", retry_after_s=1)
+            return MetricOutcome(metric=metric, status="deadline_exceeded", problem=late.problem(None))
         except e.ApiError as exc:
             status = _OUTCOME_OF.get(type(exc), "failed")
+            if isinstance(exc, e.OverloadedError) and exc.reason == "expired":
+                status = "deadline_exceeded"
             return MetricOutcome(metric=metric, status=status, problem=exc.problem(None))
         return MetricOutcome(metric=metric, status="ok", version=scored.version, results=_results(scored))
 

@@ -53,10 +53,23 @@ def padded_tokens(lengths: Sequence[int]) -> int:
     return len(lengths) * max(lengths, default=0)
 
 
-def decide(now: float, queue: Sequence[Entry], limits: BatchLimits, *, model_was_idle: bool) -> Decision:
-    """What to do with `queue` (in service order) when the model is free at `now`."""
-    expired = tuple(e.key for e in queue if e.deadline <= now)
-    live = [e for e in queue if e.deadline > now]
+def decide(
+    now: float,
+    queue: Sequence[Entry],
+    limits: BatchLimits,
+    *,
+    model_was_idle: bool,
+    cost_per_token_s: float = 0.0,
+) -> Decision:
+    """What to do with `queue` (in service order) when the model is free at `now`.
+
+    An entry that could not finish by its deadline even if it ran now (its own tokens at the
+    running cost per token) is dropped instead of run: its answer would come too late anyway,
+    and running it would make the entries behind it late too.
+    """
+    expired = tuple(e.key for e in queue if e.deadline <= now + e.tokens * cost_per_token_s)
+    dropped = set(expired)
+    live = [e for e in queue if e.key not in dropped]
     if not live:
         return Decision(expired=expired)
     batch = fill_batch(live[: limits.lookahead_rows], limits)

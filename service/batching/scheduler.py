@@ -262,7 +262,13 @@ class BatchScheduler:
         try:
             while True:
                 self._purge_finished()
-                decision = decide(self.clock.now(), self._service_order(), self.limits, model_was_idle=idle)
+                decision = decide(
+                    self.clock.now(),
+                    self._service_order(),
+                    self.limits,
+                    model_was_idle=idle,
+                    cost_per_token_s=self.cost_per_token_s,
+                )
                 self._expire(decision.expired)
                 if decision.run:
                     idle = False
@@ -312,7 +318,7 @@ class BatchScheduler:
             self.observer.dropped(job.priority, "expired")
             if not job.future.done():
                 job.future.set_exception(
-                    DeadlineExceededError("the deadline passed while the request was queued")
+                    DeadlineExceededError("the request could not be served before its deadline")
                 )
 
     async def _run_batch(self, batch: list[tuple[_Job, int, Entry]]) -> None:

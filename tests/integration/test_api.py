@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.config import ApiKey, AuthSettings, LimitSettings, Settings
+from service.batching.clock import FakeClock
+from service.config import ApiKey, AuthSettings, BatchingSettings, LimitSettings, Settings
 from tests.conftest import counting_spec
 from tests.tiny_models import expected_score, write_counting_artifact
 
@@ -230,4 +233,52 @@ async def test_api_hot_swap_and_refused_bad_version(repository: Path, tmp_path: 
 async def test_api_openapi_lists_every_status(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     statuses = set(spec["paths"][SCORE.replace("context_adherence", "{metric}")]["post"]["responses"])
-    assert {"200", "401", "404", "413", "422", "500", "503", "504"} <= statuses
+    assert {"200", "401", "404", "413", "422", "500", "503"} <= statuses
+
+
+class Gate:
+    """Blocks a model's inference thread until released."""
+
+    def __init__(self, client: httpx.AsyncClient, metric: str) -> None:
+        self.event = threading.Event()
+        self.entered = threading.Event()
+        runner = client._transport.app.state.lunaserve.registry.get(metric).scheduler._runner  # type: ignore[attr-defined]
+        real = runner._predict
+
+        def gated(windows: object) -> object:
+            self.entered.set()
+            self.event.wait(30)
+            return real(windows)
+
+        runner._predict = gated
+
+
+async def test_api_multi_metric_deadline_reports_the_late_metric(client: httpx.AsyncClient) -> None:
+    gate = Gate(client, "toxicity_like")
+    body = {"metrics": ["context_adherence", "toxicity_like"], "items": [item("good")], "timeout_ms": 300}
+    try:
+        response = await client.post("/v1/score", json=body)
+    finally:
+        gate.event.set()
+    outcomes = {o["metric"]: o["status"] for o in response.json()["outcomes"]}
+    assert outcomes == {"context_adherence": "ok", "toxicity_like": "deadline_exceeded"}
+
+
+async def test_api_request_expiring_in_queue_is_shed_with_retry_after(repository: Path) -> None:
+    clock = FakeClock()
+    settings = Settings(repository=repository, batching=BatchingSettings(max_wait_ms=0))
+    async for client in started(create_app(settings, clock=clock)):
+        gate = Gate(client, "context_adherence")
+        first = asyncio.ensure_future(
+            client.post(SCORE, json={"items": [item("good")], "timeout_ms": 10_000})
+        )
+        await asyncio.to_thread(gate.entered.wait, 30)  # the model is now busy with the first request
+        second = asyncio.ensure_future(client.post(SCORE, json={"items": [item("bad")], "timeout_ms": 100}))
+        for _ in range(20):
+            await asyncio.sleep(0)  # let the second request reach the queue
+        clock.advance(1.0)  # its deadline passes while the model is still busy
+        gate.event.set()
+        assert (await first).status_code == 200
+        late = await second
+        assert late.status_code == 503 and int(late.headers["retry-after"]) >= 1
+        assert "before its deadline" in late.json()["detail"]

@@ -53,3 +53,10 @@ def test_policy_holds_an_underfull_first_batch_only_when_idle() -> None:
 
 def test_policy_empty_queue_sleeps_without_timer() -> None:
     assert decide(0.0, [], BatchLimits(), model_was_idle=True) == Decision()
+
+
+def test_policy_drops_entries_that_cannot_finish_in_time() -> None:
+    # 100 tokens at 1 ms a token need 100 ms: with 50 ms left, running it would only be late
+    queue = [entry(1, 100, deadline=10.05), entry(2, 10, deadline=10.05)]
+    decision = decide(10.0, queue, BatchLimits(max_wait_s=0), model_was_idle=False, cost_per_token_s=0.001)
+    assert decision == Decision(run=(2,), expired=(1,))

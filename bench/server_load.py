@@ -1,0 +1,264 @@
+"""Server benchmark: offline ceiling, open-loop capacity, guardrail isolation, overload.
+
+Runs everything in one go so the ratios compare numbers taken on the same machine in the same
+minutes. The server and the load generator are pinned to separate CPUs when there are at least
+two (`taskset`); the offline ceiling is measured with the server's thread count, on its CPU.
+
+    python bench/server_load.py --repository repository --out docs/benchmarks.json
+
+Not a test: figures go into docs/benchmarks.md and closing notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.runtime_latency import item_of_tokens  # noqa: E402
+from service.runtime.classifier import MetricModel  # noqa: E402
+
+METRIC = "context_adherence"
+SLO_P99_S = 0.100
+
+
+@dataclass
+class RunResult:
+    offered_rps: float
+    duration_s: float
+    sent: int = 0
+    ok: int = 0
+    rejected_503: int = 0
+    rejected_with_retry_after: int = 0
+    other_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def achieved_rps(self) -> float:
+        return self.ok / self.duration_s
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "offered_rps": round(self.offered_rps, 1), "achieved_rps": round(self.achieved_rps, 1),
+            "sent": self.sent, "ok": self.ok, "rejected_503": self.rejected_503,
+            "rejected_with_retry_after": self.rejected_with_retry_after, "other_errors": self.other_errors,
+            "p50_ms": round(self.p(50), 2), "p95_ms": round(self.p(95), 2), "p99_ms": round(self.p(99), 2),
+        }  # fmt: skip
+
+
+def length_mix(model: MetricModel, lengths: list[int], seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    cache = {n: item_of_tokens(model, n) for n in sorted(set(lengths))}
+    return [cache[rng.choice(lengths)] for _ in range(512)]
+
+
+def offline_ceiling(model: MetricModel, items: list[dict[str, str]]) -> dict[str, float]:
+    """Items/s of the runtime alone at the best of a few batch sizes (length-sorted batches)."""
+    best: dict[str, float] = {}
+    for rows in (1, 4, 8, 16, 32):
+        model.score(items[:64], max_batch_rows=rows, max_batch_tokens=rows * 512)
+        start = time.perf_counter()
+        model.score(items[:256], max_batch_rows=rows, max_batch_tokens=rows * 512)
+        best[str(rows)] = 256 / (time.perf_counter() - start)
+    return {"best_items_per_s": max(best.values()), "by_batch_rows": best}
+
+
+async def open_loop(
+    url: str, items: list[dict[str, str]], rps: float, duration_s: float, *, traffic_class: str,
+    timeout_ms: float, seed: int,
+) -> RunResult:  # fmt: skip
+    """Poisson arrivals at `rps` for `duration_s`; each request is sent at its scheduled time."""
+    rng = random.Random(seed)
+    result = RunResult(offered_rps=rps, duration_s=duration_s)
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def one(item: dict[str, str], scheduled: float) -> None:
+            body = {"items": [item], "traffic_class": traffic_class, "timeout_ms": timeout_ms}
+            try:
+                response = await client.post(f"/v1/metrics/{METRIC}/score", json=body)
+            except httpx.HTTPError:
+                result.other_errors += 1
+                return
+            elapsed_ms = (time.perf_counter() - scheduled) * 1000
+            if response.status_code == 200:
+                result.ok += 1
+                result.latencies_ms.append(elapsed_ms)
+            elif response.status_code == 503:
+                result.rejected_503 += 1
+                result.rejected_with_retry_after += "retry-after" in response.headers
+            else:
+                result.other_errors += 1
+
+        tasks = []
+        start = time.perf_counter()
+        next_at = start
+        while next_at - start < duration_s:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(rng.choice(items), next_at)))
+            result.sent += 1
+            next_at += rng.expovariate(rps)
+        await asyncio.gather(*tasks)
+    return result
+
+
+def start_server(repository: Path, port: int, cpus: str | None, threads: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "lunaserve.cli", "serve", "--repository", str(repository),
+               "--port", str(port), "--intra_op_threads", str(threads), "--log_level", "warning",
+               "--deadlines.max_timeout_ms", "60000"]  # fmt: skip
+    if cpus and shutil.which("taskset"):
+        command = ["taskset", "-c", cpus, *command]
+    server = subprocess.Popen(command, cwd=ROOT)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("server did not become ready")
+
+
+async def capacity_search(
+    url: str, items: list[dict[str, str]], ceiling: float, step_s: float
+) -> list[RunResult]:
+    """Rates from 30% to 110% of the ceiling; the answer is the highest whose p99 <= 100 ms."""
+    runs = []
+    for share in (0.3, 0.5, 0.65, 0.75, 0.85, 0.95, 1.05):
+        run = await open_loop(url, items, ceiling * share, step_s, traffic_class="observability",
+                              timeout_ms=30_000, seed=int(share * 100))  # fmt: skip
+        runs.append(run)
+        print(f"  {share:.0%} of ceiling: {run.summary()}", flush=True)
+        if run.p(99) > 4 * SLO_P99_S * 1000:
+            break
+    return runs
+
+
+async def guardrail_isolation(
+    url: str, items: list[dict[str, str]], capacity: float, step_s: float
+) -> dict[str, object]:
+    """Guardrail p99 at a low rate: idle, then while observability saturates the server."""
+    guard_rps = 5.0
+    idle = await open_loop(url, items, guard_rps, step_s, traffic_class="guardrail", timeout_ms=1000, seed=1)
+    noise = asyncio.create_task(
+        open_loop(
+            url, items, capacity * 1.5, step_s + 1, traffic_class="observability", timeout_ms=30_000, seed=2
+        )
+    )
+    await asyncio.sleep(0.5)
+    loaded = await open_loop(
+        url, items, guard_rps, step_s, traffic_class="guardrail", timeout_ms=1000, seed=3
+    )
+    background = await noise
+    return {
+        "guardrail_idle": idle.summary(), "guardrail_under_load": loaded.summary(),
+        "observability_background": background.summary(), "p99_ratio": loaded.p(99) / idle.p(99),
+    }  # fmt: skip
+
+
+async def overload(
+    url: str, items: list[dict[str, str]], capacity: float, step_s: float
+) -> dict[str, object]:
+    """2x capacity with a 500 ms deadline: accepted p99 must stay within it; the rest 503 + Retry-After."""
+    run = await open_loop(
+        url, items, capacity * 2, step_s, traffic_class="observability", timeout_ms=500, seed=4
+    )
+    return {**run.summary(), "deadline_ms": 500, "accepted_p99_within_deadline": run.p(99) <= 500}
+
+
+async def bench(args: argparse.Namespace) -> dict[str, object]:
+    cpus = os.cpu_count() or 1
+    server_cpus, client_cpus = ("1", "0") if cpus >= 2 else (None, None)
+    if client_cpus and shutil.which("taskset"):
+        os.sched_setaffinity(0, {int(client_cpus)})
+    threads = 1 if server_cpus else 0
+    model = MetricModel.load(args.repository / METRIC / args.version, intra_op_threads=threads)
+    if server_cpus:
+        # measure the ceiling on the server's CPU with the server's threads
+        os.sched_setaffinity(0, {int(server_cpus)})
+    mixes = {"64-256": length_mix(model, [64, 96, 128, 192, 256]), "512": length_mix(model, [512])}
+    ceilings = {name: offline_ceiling(model, items) for name, items in mixes.items()}
+    print("offline ceiling:", json.dumps(ceilings), flush=True)
+    if client_cpus:
+        os.sched_setaffinity(0, {int(client_cpus)})
+    del model
+    port = 8790
+    server = start_server(args.repository, port, server_cpus, threads)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        mix = mixes["64-256"]
+        ceiling = ceilings["64-256"]["best_items_per_s"]
+        runs = await capacity_search(url, mix, ceiling, args.step_s)
+        within = [
+            r for r in runs if r.p(99) <= SLO_P99_S * 1000 and r.other_errors == 0 and r.rejected_503 == 0
+        ]
+        sustainable = max((r.achieved_rps for r in within), default=0.0)
+        isolation = await guardrail_isolation(url, mix, max(sustainable, ceiling * 0.5), args.step_s)
+        print("guardrail isolation:", json.dumps(isolation), flush=True)
+        over = await overload(url, mix, max(sustainable, ceiling * 0.5), args.step_s)
+        print("overload:", json.dumps(over), flush=True)
+        scrape = httpx.get(url + "/metrics").text
+    finally:
+        server.terminate()
+        server.wait(60)
+    padding = _padding(scrape)
+    return {
+        "machine": {"cpus": cpus, "server_cpus": server_cpus, "client_cpus": client_cpus, "threads": threads},
+        "offline_ceiling": ceilings,
+        "capacity_runs": [r.summary() for r in runs],
+        "sustainable_rps_p99_100ms": sustainable,
+        "sustainable_over_ceiling": sustainable / ceiling,
+        "guardrail_isolation": isolation,
+        "overload_2x": over,
+        "padding_fraction": padding,
+    }
+
+
+def _padding(scrape: str) -> float | None:
+    real = padded = 0.0
+    for line in scrape.splitlines():
+        if line.startswith("lunaserve_batch_real_tokens_total"):
+            real += float(line.split()[-1])
+        elif line.startswith("lunaserve_batch_padded_tokens_total"):
+            padded += float(line.split()[-1])
+    return 1 - real / padded if padded else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=ROOT / "repository")
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--step-s", type=float, default=15.0, help="seconds per load step")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
+    args = parser.parse_args()
+    figures = asyncio.run(bench(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in figures.items() if k != "capacity_runs"}, indent=2))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
