@@ -29,6 +29,7 @@ default-metric-eval: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy service
+	$(BIN)/hadolint Dockerfile
 
 test: setup lint
 	$(BIN)/pytest
