@@ -20,7 +20,7 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "repository"
 
 class BatchingSettings(BaseModel):
     max_batch_tokens: int = Field(
-        8192,
+        4096,
         ge=64,
         description="Padded tokens per forward pass: larger batches raise throughput and latency.",
     )
@@ -33,6 +33,12 @@ class BatchingSettings(BaseModel):
     lookahead_rows: int = Field(
         128, ge=1, description="Queued windows considered when grouping similar lengths (less padding)."
     )
+    guardrail_active_batch_tokens: int = Field(
+        512,
+        ge=16,
+        description="While guardrail traffic flows, observability rows may fill a batch only up to this many "
+        "padded tokens: lower guardrail tail latency, lower observability throughput.",
+    )
 
     def limits(self) -> BatchLimits:
         return BatchLimits(
@@ -40,6 +46,7 @@ class BatchingSettings(BaseModel):
             max_batch_rows=self.max_batch_rows,
             max_wait_s=self.max_wait_ms / 1000,
             lookahead_rows=self.lookahead_rows,
+            guardrail_active_batch_tokens=self.guardrail_active_batch_tokens,
         )
 
 

@@ -25,10 +25,14 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch_tokens: int = 8192  # padded tokens (rows x longest row) in one forward pass
+    max_batch_tokens: int = 4096  # padded tokens (rows x longest row) in one forward pass
     max_batch_rows: int = 32
     max_wait_s: float = 0.002  # hold an under-full batch this long after the model was idle
     lookahead_rows: int = 128  # entries considered when grouping by length
+    # While guardrail traffic is active, a batch led by observability work is capped at this
+    # many padded tokens: a guardrail request then waits behind one short batch at most, not
+    # behind a long one it cannot preempt.
+    guardrail_active_batch_tokens: int = 512
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ def decide(
     *,
     model_was_idle: bool,
     cost_per_token_s: float = 0.0,
+    guardrail_active: bool = False,
 ) -> Decision:
     """What to do with `queue` (in service order) when the model is free at `now`.
 
@@ -72,7 +77,10 @@ def decide(
     live = [e for e in queue if e.key not in dropped]
     if not live:
         return Decision(expired=expired)
-    batch = fill_batch(live[: limits.lookahead_rows], limits)
+    observability_budget = limits.max_batch_tokens
+    if guardrail_active:
+        observability_budget = min(observability_budget, limits.guardrail_active_batch_tokens)
+    batch = fill_batch(live[: limits.lookahead_rows], limits, observability_budget)
     if model_was_idle and len(batch) == len(live) and _has_room(batch, limits):
         hold_until = min(e.arrived for e in live) + limits.max_wait_s
         if now < hold_until:
@@ -86,8 +94,17 @@ def _has_room(batch: Sequence[Entry], limits: BatchLimits) -> bool:
     return rows <= limits.max_batch_rows and rows * max(e.tokens for e in batch) <= limits.max_batch_tokens
 
 
-def fill_batch(candidates: Sequence[Entry], limits: BatchLimits) -> list[Entry]:
-    """The most urgent entry, then the closest lengths that fit, own priority class first."""
+def fill_batch(
+    candidates: Sequence[Entry], limits: BatchLimits, observability_budget: int | None = None
+) -> list[Entry]:
+    """The most urgent entry, then the closest lengths that fit, own priority class first.
+
+    Guardrail rows may fill the batch to `max_batch_tokens` padded tokens; observability rows
+    only while it stays within `observability_budget` (lower while guardrail traffic flows).
+    The anchor always runs, even if it alone exceeds the budget.
+    """
+    budget = limits.max_batch_tokens
+    obs_budget = budget if observability_budget is None else observability_budget
     anchor = candidates[0]
     chosen = [anchor]
     rest = sorted(
@@ -99,7 +116,8 @@ def fill_batch(candidates: Sequence[Entry], limits: BatchLimits) -> list[Entry]:
         if len(chosen) >= limits.max_batch_rows:
             break
         new_longest = max(longest, entry.tokens)
-        if (len(chosen) + 1) * new_longest > limits.max_batch_tokens:
+        cap = budget if entry.priority == Priority.GUARDRAIL else obs_budget
+        if (len(chosen) + 1) * new_longest > cap:
             continue
         chosen.append(entry)
         longest = new_longest

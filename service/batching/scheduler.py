@@ -30,6 +30,7 @@ from service.runtime.encoding import Window
 log = logging.getLogger(__name__)
 
 Runner = Callable[[Sequence[Window]], Awaitable[np.ndarray]]
+GUARDRAIL_ACTIVE_S = 1.0  # guardrail traffic counts as active this long after its last arrival
 
 
 class AdmissionError(Exception):
@@ -159,6 +160,7 @@ class BatchScheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self.batches = 0
+        self._last_guardrail_s = -math.inf
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,6 +222,8 @@ class BatchScheduler:
             job.pending.add(key)
         self._tokens[priority] += tokens
         self._jobs.add(job)
+        if priority == Priority.GUARDRAIL:
+            self._last_guardrail_s = now
         self.observer.queue_changed(self.queued_requests, self.queued_tokens)
         self._wake.set()
         return future
@@ -268,6 +272,7 @@ class BatchScheduler:
                     self.limits,
                     model_was_idle=idle,
                     cost_per_token_s=self.cost_per_token_s,
+                    guardrail_active=self.clock.now() - self._last_guardrail_s < GUARDRAIL_ACTIVE_S,
                 )
                 self._expire(decision.expired)
                 if decision.run:

@@ -60,3 +60,21 @@ def test_policy_drops_entries_that_cannot_finish_in_time() -> None:
     queue = [entry(1, 100, deadline=10.05), entry(2, 10, deadline=10.05)]
     decision = decide(10.0, queue, BatchLimits(max_wait_s=0), model_was_idle=False, cost_per_token_s=0.001)
     assert decision == Decision(run=(2,), expired=(1,))
+
+
+def test_policy_caps_observability_batches_while_guardrail_is_active() -> None:
+    limits = BatchLimits(
+        max_batch_tokens=4096, max_batch_rows=32, max_wait_s=0, guardrail_active_batch_tokens=256
+    )
+    queue = [entry(k, 100) for k in range(10)]
+    assert len(decide(0.0, queue, limits, model_was_idle=False).run) == 10
+    assert decide(0.0, queue, limits, model_was_idle=False, guardrail_active=True).run == (0, 1)
+    # a guardrail-led batch takes other guardrail rows freely, observability ones only up to the cap
+    led_by_guardrail = [entry(90, 100, GUARD), entry(91, 100, GUARD), entry(92, 100, GUARD), *queue]
+    assert decide(0.0, led_by_guardrail, limits, model_was_idle=False, guardrail_active=True).run == (
+        90,
+        91,
+        92,
+    )
+    small_guard = [entry(90, 50, GUARD), *queue]
+    assert decide(0.0, small_guard, limits, model_was_idle=False, guardrail_active=True).run == (90, 0)

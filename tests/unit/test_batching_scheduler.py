@@ -232,3 +232,18 @@ async def test_scheduler_holds_underfull_batch_for_max_wait_when_idle() -> None:
     await asyncio.gather(a, b)
     assert runner.batches == [[1, 2]]
     await scheduler.stop()
+
+
+async def test_scheduler_small_batches_while_guardrail_traffic_flows(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, _ = setup
+    scheduler.limits = BatchLimits(
+        max_batch_tokens=1000, max_batch_rows=8, max_wait_s=0, guardrail_active_batch_tokens=16
+    )
+    first = await hold_first_batch(scheduler, runner)  # observability, 8 tokens
+    later = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in range(1, 5)]
+    guard = scheduler.submit([window(9)], GUARD, deadline=2000.0)
+    runner.gate.set()
+    await asyncio.gather(first, guard, *later)
+    # the guardrail request leads the next batch; observability rows join it, and form the
+    # batches after it, only up to 16 padded tokens (2 rows of 8) while guardrail traffic flows
+    assert runner.batches == [[0], [9, 1], [2, 3], [4]]

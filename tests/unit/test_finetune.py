@@ -1,0 +1,208 @@
+"""Fine-tuning on a tiny random BERT and a WordLevel tokenizer built here: seconds, no download."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tokenizers import Tokenizer  # noqa: E402
+from tokenizers.models import WordLevel  # noqa: E402
+from tokenizers.pre_tokenizers import Whitespace  # noqa: E402
+from tokenizers.processors import TemplateProcessing  # noqa: E402
+
+from models.finetune import (  # noqa: E402
+    FinetuneError,
+    finetune,
+    length_sorted_batches,
+    training_spec,
+)
+from service.runtime.spec import LongInputMode, MetricSpec  # noqa: E402
+
+WORDS = [f"w{i}" for i in range(40)]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+@pytest.fixture
+def spec() -> MetricSpec:
+    return MetricSpec.model_validate(
+        {
+            "name": "context_adherence",
+            "version": "1",
+            "description": "Is the output supported by the context?",
+            "labels": ["hallucinated", "supported"],
+            "positive_label": "supported",
+            "required_fields": ["output", "context"],
+            "text_pair": {"first": ["input", "output"], "second": ["context"]},
+            "max_tokens": 64,
+        }
+    )
+
+
+@pytest.fixture
+def base_dir(tmp_path: Path) -> Path:
+    base = tmp_path / "base"
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tokenizer.enable_truncation(16)  # like the real base: the trainer must switch this off
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    transformers.BertModel(config).save_pretrained(base)
+    tokenizer.save(str(base / "tokenizer.json"))
+    return base
+
+
+def _write_rows(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["input", "output", "context", "label"])
+        writer.writeheader()
+        for i in range(n):
+            context = rng.sample(WORDS, 38 if i % 5 == 0 else 8)  # some are cut at 40 tokens
+            supported = i % 2 == 0
+            answer = rng.choice(context) if supported else rng.choice(sorted(set(WORDS) - set(context)))
+            writer.writerow(
+                {
+                    "input": "w0 w1",
+                    "output": answer,
+                    "context": " ".join(context),
+                    "label": "supported" if supported else "hallucinated",
+                }
+            )
+    return path
+
+
+def _run(base_dir: Path, tmp_path: Path, spec: MetricSpec, out: str, **overrides: object):
+    train = _write_rows(tmp_path / "train.csv", 40, seed=1)
+    evaluation = _write_rows(tmp_path / "eval.csv", 12, seed=2)
+    options: dict[str, object] = {
+        "epochs": 1,
+        "learning_rate": 1e-3,
+        "batch_size": 8,
+        "max_train_tokens": 40,
+        "seed": 7,
+        "progress": False,
+    }
+    options.update(overrides)
+    return finetune(base_dir, train, evaluation, spec, tmp_path / out, **options)  # type: ignore[arg-type]
+
+
+def test_finetune_writes_a_checkpoint_that_loads_back(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    result = _run(base_dir, tmp_path, spec, "ckpt")
+    out = result.out_dir
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(out, local_files_only=True)
+    assert model.config.id2label == {0: "hallucinated", 1: "supported"}
+    assert model.config.label2id == {"hallucinated": 0, "supported": 1}
+    assert model.config.architectures == ["BertForSequenceClassification"]
+    saved = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["truncation"] is None and saved["padding"] is None
+    assert result.train_examples == 40 and result.skipped_examples == 0
+    assert result.steps == 5
+
+
+def test_finetune_writes_the_training_log(base_dir: Path, tmp_path: Path, spec: MetricSpec) -> None:
+    result = _run(base_dir, tmp_path, spec, "ckpt", epochs=2)
+    records = [json.loads(line) for line in result.log_path.read_text().splitlines()]
+    events = [r["event"] for r in records]
+    assert events[0] == "start" and events[-1] == "end"
+    assert events.count("step") == 10 and events.count("epoch") == 2
+    start = records[0]
+    assert start["seed"] == 7 and {"torch", "transformers", "tokenizers"} <= set(start["versions"])
+    epoch = next(r for r in records if r["event"] == "epoch")
+    assert {"loss", "roc_auc", "f1", "train_s"} <= set(epoch)
+    assert 0.0 <= epoch["roc_auc"] <= 1.0
+    assert records[-1]["duration_s"] > 0
+    assert len(result.epochs) == 2
+
+
+def test_finetune_is_deterministic_for_a_seed(base_dir: Path, tmp_path: Path, spec: MetricSpec) -> None:
+    first = _run(base_dir, tmp_path, spec, "a")
+    second = _run(base_dir, tmp_path, spec, "b")
+    assert (first.out_dir / "model.safetensors").read_bytes() == (
+        second.out_dir / "model.safetensors"
+    ).read_bytes()
+
+
+def test_finetune_skips_items_whose_kept_fields_do_not_fit(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    train = tmp_path / "train.csv"
+    _write_rows(train, 40, seed=1)
+    with train.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["input"] = " ".join(WORDS * 2)  # 80 tokens of query: no room under 40
+    with train.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    evaluation = _write_rows(tmp_path / "eval.csv", 12, seed=2)
+    result = finetune(
+        base_dir,
+        train,
+        evaluation,
+        spec,
+        tmp_path / "ckpt",
+        epochs=1,
+        learning_rate=1e-3,
+        batch_size=8,
+        max_train_tokens=40,
+        seed=0,
+        progress=False,
+    )
+    assert result.skipped_examples == 1 and result.train_examples == 39
+
+
+def test_finetune_rejects_unknown_labels(base_dir: Path, tmp_path: Path, spec: MetricSpec) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("input,output,context,label\nq,a,c,maybe\n", encoding="utf-8")
+    with pytest.raises(FinetuneError, match="row 2, column label"):
+        finetune(
+            base_dir,
+            bad,
+            bad,
+            spec,
+            tmp_path / "ckpt",
+            epochs=1,
+            learning_rate=1e-3,
+            batch_size=8,
+            max_train_tokens=40,
+            seed=0,
+            progress=False,
+        )
+
+
+def test_training_spec_shortens_and_truncates(spec: MetricSpec) -> None:
+    short = training_spec(spec, 32)
+    assert short.max_tokens == 32
+    assert short.long_input.mode is LongInputMode.TRUNCATE_TAIL
+    assert spec.max_tokens == 64 and spec.long_input.mode is LongInputMode.WINDOW
+
+
+def test_length_sorted_batches_cover_every_index_once() -> None:
+    lengths = [random.Random(i).randint(5, 50) for i in range(103)]
+    batches = length_sorted_batches(lengths, 8, random.Random(0), pool_batches=4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
