@@ -117,7 +117,7 @@ def evaluate(
         _check_existing_column(rows, existing_column)
     encoded = model.encode(rows)
     forward = _cached(model.forward)
-    results = score_encoded(encoded, forward, spec, model.combiner)
+    results = score_encoded(encoded, forward, spec, model.combiner, progress="evaluate")
     scored = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
     refused = [str(r) for r in results if isinstance(r, ItemTooLongError)]
     if not scored:

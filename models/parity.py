@@ -147,8 +147,8 @@ def measure_parity(
     truth = [row["label"] == spec.positive_label for row, _ in kept]
     reference = torch_forward(checkpoint, encoder.pad_id, spec.activation)
     artifact = onnx_forward(artifact_model, encoder.pad_id, spec.activation)
-    ref_scores = _scores(score_encoded(encoded, reference, spec, combiner))
-    art_scores = _scores(score_encoded(encoded, artifact, spec, combiner))
+    ref_scores = _scores(score_encoded(encoded, reference, spec, combiner, progress="parity: PyTorch"))
+    art_scores = _scores(score_encoded(encoded, artifact, spec, combiner, progress="parity: ONNX"))
     diff = np.abs(ref_scores - art_scores)
     ref_pass = ref_scores >= spec.threshold
     art_pass = art_scores >= spec.threshold

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from service.runtime.artifact import Artifact, load_artifact
 from service.runtime.encoding import EncodedItem, ItemTooLongError, PairEncoder, Window, collate
@@ -49,8 +50,8 @@ class MetricModel:
         self,
         items: Sequence[Item],
         *,
-        max_batch_tokens: int = 16384,
-        max_batch_rows: int = 64,
+        max_batch_tokens: int = 4096,
+        max_batch_rows: int = 32,
     ) -> list[ItemScore | ItemTooLongError]:
         """Score items offline: windows sorted by length, cut into token-budget batches."""
         return score_encoded(
@@ -82,8 +83,9 @@ def score_encoded(
     spec: MetricSpec,
     combiner: EvidenceCombiner | None = None,
     *,
-    max_batch_tokens: int = 16384,
-    max_batch_rows: int = 64,
+    max_batch_tokens: int = 4096,
+    max_batch_rows: int = 32,
+    progress: str | None = None,
 ) -> list[ItemScore | ItemTooLongError]:
     """Run every window through `forward` in length-sorted batches and decide per item.
 
@@ -97,8 +99,11 @@ def score_encoded(
             owners.extend([index] * len(item.windows))
             windows.extend(item.windows)
     probs = np.zeros((len(windows), len(spec.labels)))
-    for batch in plan_batches([len(w) for w in windows], max_batch_tokens, max_batch_rows):
-        probs[batch] = forward([windows[i] for i in batch])
+    batches = plan_batches([len(w) for w in windows], max_batch_tokens, max_batch_rows)
+    with tqdm(total=len(windows), desc=progress, unit="window", disable=progress is None) as bar:
+        for batch in batches:
+            probs[batch] = forward([windows[i] for i in batch])
+            bar.update(len(batch))
     rows_of: dict[int, list[int]] = {}
     for row, owner in enumerate(owners):
         rows_of.setdefault(owner, []).append(row)
