@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("settings", nargs=argparse.REMAINDER, help="e.g. --repository DIR --port 8000")
     sv.set_defaults(handler=_cmd_serve)
+    sub.add_parser(
+        "signoff",
+        help="load-test and quality-check a deployment against stated requirements",
+        add_help=False,
+    )
     return parser
 
 
@@ -203,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:  # every flag after `serve` is a server setting (pydantic-settings)
         return _cmd_serve(argparse.Namespace(settings=argv[1:]))
+    if argv[:1] == ["signoff"]:  # the load-test package owns its arguments
+        from loadtest.cli import main as signoff_main
+
+        return signoff_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
