@@ -93,7 +93,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         evidence_features=tuple(args.evidence),
     )
     folder = export_to_repository(
-        args.checkpoint, spec, args.repository, eval_csv=args.eval, options=options, force=args.force
+        args.checkpoint,
+        spec,
+        args.repository,
+        eval_csv=args.eval,
+        options=options,
+        force=args.force,
+        card_notes=args.card_notes,
     )
     print(f"published {folder}")
     return 0
@@ -171,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--quantization", choices=["static", "dynamic", "none"], default="static")
     ex.add_argument("--calibration-rows", type=int, default=128)
     ex.add_argument("--force", action="store_true", help="replace an existing version folder")
+    ex.add_argument(
+        "--card-notes", type=Path, help="YAML: base_model, base_sha256, training provenance, limits"
+    )
     ex.add_argument(
         "--evidence",
         nargs="*",

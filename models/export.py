@@ -33,6 +33,7 @@ from models.combine import fit_combiner
 from models.data_check import read_labelled_csv
 from models.embedding_quant import quantise_embedding_tables
 from models.parity import ParityError, ParityReport, measure_parity, onnx_forward
+from models.provenance import load_card_notes, source_info
 from models.repository import publish_entry
 from service.runtime.classifier import score_encoded
 from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate, load_tokenizer
@@ -181,7 +182,7 @@ def export_to_repository(
     eval_csv: Path,
     options: ExportOptions | None = None,
     force: bool = False,
-    source: dict[str, Any] | None = None,
+    card_notes: Path | None = None,
 ) -> Path:
     """Export, check parity against the checkpoint, and publish `<repository>/<name>/<version>`.
 
@@ -241,7 +242,7 @@ def export_to_repository(
             spec,
             model=final,
             tokenizer=tokenizer_json,
-            source={"checkpoint": str(checkpoint), **(source or {})},
+            source=source_info(checkpoint, load_card_notes(card_notes)),
             export=export_info,
             parity=report.to_dict(),
             evidence=combiner,
