@@ -9,22 +9,20 @@ broken quoting, not a CSV at all) stop the pass with one error instead of a trac
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
+from models.csv_reading import CsvFileError, csv_records, open_csv, single_column_message, sniff
 from service.runtime.spec import MetricSpec
 
 LABEL = "label"
 MAX_FINDINGS_PER_CODE = 50
 """Findings kept per code; the rest become one summary so a broken 100k-row file stays readable."""
-_BOM = b"\xef\xbb\xbf"
-_SNIFF_BYTES = 4096
 
 
 class Severity(StrEnum):
@@ -92,14 +90,6 @@ class DatasetRules:
     """Warn when the largest class share exceeds an even split (1/n_classes) by more than this."""
 
 
-class _FatalError(Exception):
-    """Stops a pass: the rest of the file cannot be read reliably."""
-
-    def __init__(self, code: str, message: str, row: int | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.row = code, message, row
-
-
 class _FindingLog:
     """Collects findings, keeping at most MAX_FINDINGS_PER_CODE per code."""
 
@@ -138,120 +128,6 @@ class _FindingLog:
         return self.kept + summaries
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.is_dir():
-        raise _FatalError("unreadable", "this is a directory, not a CSV file")
-    try:
-        return path.open("rb")
-    except FileNotFoundError:
-        raise _FatalError("missing-file", "the file does not exist") from None
-    except OSError as exc:
-        raise _FatalError("unreadable", f"cannot open the file: {exc.strerror}") from None
-
-
-def _sniff(stream: IO[bytes]) -> None:
-    """Recognise files that are not text before the CSV reader turns them into nonsense."""
-    head = stream.read(_SNIFF_BYTES)
-    stream.seek(0)
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise _FatalError("encoding", "the file is UTF-16, not UTF-8: save it as 'CSV UTF-8'")
-    if head.startswith(b"PK\x03\x04"):
-        raise _FatalError(
-            "not-csv", "this is a zip archive (an Excel workbook?), not a CSV: export it as 'CSV UTF-8'"
-        )
-    if b"\x00" in head:
-        raise _FatalError(
-            "not-csv",
-            f"binary content (NUL byte at byte offset {head.index(0)}): this is not a text CSV file",
-        )
-
-
-def _encoding_message(raw: bytes, at: int, offset: int, line: int) -> str:
-    message = f"not UTF-8: byte 0x{raw[at]:02X} at byte offset {offset} (line {line}) is invalid"
-    try:
-        raw.decode("cp1252")
-    except UnicodeDecodeError:
-        return f"{message}; save the file as 'CSV UTF-8'"
-    char = bytes([raw[at]]).decode("cp1252")
-    return (
-        f"{message}; it reads as {char!r} in Windows-1252 / Latin-1, so the file was probably "
-        "saved in that encoding: re-save it as 'CSV UTF-8'"
-    )
-
-
-def _text_lines(stream: IO[bytes]) -> Iterator[str]:
-    """Decode line by line so a bad byte is reported with its line and offset, not a crash."""
-    offset = 0
-    for number, raw in enumerate(stream, start=1):
-        start = len(_BOM) if number == 1 and raw.startswith(_BOM) else 0
-        if (nul := raw.find(b"\x00")) >= 0:
-            raise _FatalError(
-                "not-csv",
-                f"binary content (NUL byte at byte offset {offset + nul}, "
-                f"line {number}): this is not a text CSV file",
-            )
-        try:
-            text = raw[start:].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            at = start + exc.start
-            raise _FatalError("encoding", _encoding_message(raw, at, offset + at, number)) from None
-        offset += len(raw)
-        yield text
-
-
-def _csv_error_message(exc: csv.Error, line: int) -> str:
-    text = str(exc)
-    if "unexpected end of data" in text:
-        return (
-            f"a quoted value in this row (from line {line}) is never closed: "
-            'look for a stray double quote (")'
-        )
-    if "field larger than field limit" in text:
-        return (
-            f"a value is longer than {csv.field_size_limit():,} characters: usually a double "
-            f'quote (") opened in this row (line {line}) and never closed'
-        )
-    if "new-line character" in text:
-        return (
-            f"line {line} ends with a lone carriage return (old Mac format): save the file "
-            "with Windows or Unix line endings"
-        )
-    return (
-        f"malformed CSV on line {line} ({text}): a value containing a double quote must be "
-        'quoted and the quote doubled ("")'
-    )
-
-
-def _records(stream: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
-    """CSV records numbered as a spreadsheet shows them (a quoted newline stays in its row)."""
-    reader = csv.reader(_text_lines(stream), strict=True)
-    row = 0
-    while True:
-        row += 1
-        first_line = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise _FatalError("not-csv", _csv_error_message(exc, first_line), row) from None
-        except _FatalError as exc:
-            exc.row = row
-            raise
-        yield row, fields
-
-
-def _single_column_message(name: str, expected: str) -> str:
-    shown = name if len(name) <= 80 else f"{name[:77]}..."
-    for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
-        if separator in name:
-            return (
-                f"the header is a single column {shown!r}: the file looks separated by {called}, "
-                "not commas; export it as comma-separated 'CSV UTF-8'"
-            )
-    return f"the header is a single column {shown!r}; expected comma-separated columns {expected}"
-
-
 class _CsvTable:
     """One streaming pass over a CSV file: yields (row, cells by column name) for data rows.
 
@@ -270,9 +146,9 @@ class _CsvTable:
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
         try:
-            with _open(self.path) as stream:
-                _sniff(stream)
-                records = _records(stream)
+            with open_csv(self.path) as stream:
+                sniff(stream)
+                records = csv_records(stream)
                 columns = self._read_header(records)
                 if columns is None:
                     return
@@ -290,7 +166,7 @@ class _CsvTable:
                                 f"but the header has {self.width}: a value containing a "
                                 "comma must be in double quotes",
                             )
-        except _FatalError as exc:
+        except CsvFileError as exc:
             self._error(exc.row, None, exc.code, exc.message)
             return
         self.complete = True
@@ -299,11 +175,11 @@ class _CsvTable:
         """Column positions by name, or None (after logging why) when rows cannot be checked."""
         row, fields = next(((r, f) for r, f in records if any(c.strip() for c in f)), (1, []))
         if not fields:
-            raise _FatalError("not-csv", f"the file is empty: expected a header row {self.expected}")
+            raise CsvFileError("not-csv", f"the file is empty: expected a header row {self.expected}")
         names = [cell.strip() for cell in fields]
         self.width = len(names)
         if len(names) == 1:
-            raise _FatalError("not-csv", _single_column_message(names[0], self.expected), row)
+            raise CsvFileError("not-csv", single_column_message(names[0], self.expected), row)
         counts = Counter(name for name in names if name)
         for name in sorted(name for name, n in counts.items() if n > 1):
             self._error(
