@@ -274,8 +274,13 @@ async def get_metric(metric: str, request: Request) -> MetricDetail:
     detail: dict[str, Any] = {}
     if summary.active_version:
         manifest = registry.get(metric).model.artifact.manifest
-        detail = {"spec": manifest.spec.model_dump(mode="json"), "parity": manifest.parity,
-                  "quality": manifest.quality}  # fmt: skip
+        detail = {
+            "spec": manifest.spec.model_dump(mode="json"),
+            "parity": manifest.parity,
+            "quality": manifest.quality,
+            "evidence": manifest.evidence.model_dump(mode="json") if manifest.evidence else None,
+            "files": {name: digest.model_dump() for name, digest in manifest.files.items()},
+        }
     return MetricDetail(**summary.model_dump(), **detail)
 
 

@@ -88,6 +88,8 @@ class MetricDetail(MetricSummary):
     spec: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None
+    files: dict[str, Any] | None = Field(None, description="sha256 and size of each artifact file served.")
 
 
 class ActivateRequest(BaseModel):

@@ -119,6 +119,7 @@ async def test_api_lists_metrics_and_details(client: httpx.AsyncClient) -> None:
     ]
     detail = (await client.get("/v1/metrics/context_adherence")).json()
     assert detail["spec"]["positive_label"] == "supported" and detail["use_case"] == "guardrail"
+    assert len(detail["files"]["tokenizer.json"]["sha256"]) == 64
     assert (await client.get("/v1/metrics/nope")).status_code == 404
 
 
