@@ -59,6 +59,21 @@ class ExportOptions:
     evidence_features: tuple[str, ...] = ()  # combine these with the encoder, fitted on the eval CSV
 
 
+MIN_PARITY_ROWS = 100
+
+
+def split_calibration(
+    rows: list[dict[str, str]], options: ExportOptions
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Calibration rows first; parity is measured on the rows after them when enough remain."""
+    if options.calibration_rows <= 0:
+        raise ValueError("calibration_rows must be a positive number of rows")
+    calibration = rows[: options.calibration_rows]
+    rest = rows[options.calibration_rows :]
+    parity = rest if len(rest) >= MIN_PARITY_ROWS else rows  # small eval sets: measure on all
+    return calibration, parity[: options.parity_rows] if options.parity_rows else parity
+
+
 def export_onnx(checkpoint: Path, out_dir: Path, opset: int) -> Path:
     """fp32 ONNX with dynamic batch and sequence axes, through optimum's exporter."""
     from optimum.exporters.onnx import main_export
@@ -197,9 +212,10 @@ def export_to_repository(
         raise FileNotFoundError(f"{checkpoint}: no tokenizer.json (a fast tokenizer is required)")
     rows = read_labelled_csv(eval_csv, spec)
     encoder = PairEncoder(load_tokenizer(tokenizer_json), spec)
+    calibration_rows, parity_rows = split_calibration(rows, options)
     calibration = [
         w
-        for item in encoder.try_encode_many(rows[: options.calibration_rows])
+        for item in encoder.try_encode_many(calibration_rows)
         if isinstance(item, EncodedItem)
         for w in item.windows
     ]
@@ -212,7 +228,6 @@ def export_to_repository(
         final = work / "model.onnx"
         quantisation = quantise(optimised, final, options, calibration, encoder.pad_id)
         combiner = _fit_evidence(final, encoder, rows, options, eval_csv)
-        parity_rows = rows[: options.parity_rows] if options.parity_rows else rows
         report: ParityReport = measure_parity(
             checkpoint,
             final,
@@ -233,6 +248,9 @@ def export_to_repository(
             "exporter": "optimum.exporters.onnx.main_export (dynamic batch and sequence axes)",
             "graph_optimisation": "onnxruntime quant_pre_process offline; ORT_ENABLE_ALL at load",
             "quantization": quantisation,
+            "calibration_rows": len(calibration_rows),
+            "parity_rows": len(parity_rows),
+            "parity_excludes_calibration_rows": len(rows) - len(calibration_rows) >= MIN_PARITY_ROWS,
             "cpu_flags": _cpu_flags(),
             "versions": _versions(),
             "options": asdict(options),

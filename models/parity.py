@@ -21,7 +21,7 @@ from service.runtime.postprocess import ItemScore, probabilities
 from service.runtime.session import OnnxSession
 from service.runtime.spec import MetricSpec, ParityBounds
 
-MIXED_BATCH_SIZE = 8
+MIXED_GROUP_SIZES = (8, 32)  # items per mixed batch: a small one and the server's row cap
 MIXED_PERMUTATIONS = 3
 
 
@@ -40,7 +40,7 @@ class ParityReport:
     macro_f1_artifact: float
     f1_drop: float
     batch_probe_items: int
-    batch_max_score_delta: float  # largest |score alone - score inside a mixed batch|
+    batch_max_score_delta: float  # largest |served score alone - inside mixed padded batches|
     batch_decision_flips: int
 
     def failures(self, bounds: ParityBounds) -> list[str]:
@@ -107,25 +107,43 @@ def macro_f1(truth: Sequence[bool], predicted: Sequence[bool]) -> float:
 
 
 def batch_invariance(
-    forward: Any, encoded: Sequence[EncodedItem], spec: MetricSpec, seed: int = 0
-) -> tuple[float, int]:
-    """Largest change of an item's first-window score between alone and mixed padded batches."""
-    windows = [item.windows[0] for item in encoded]
-    positive = spec.positive_index
-    alone = np.array([forward([w])[0, positive] for w in windows])
+    forward: Any,
+    encoded: Sequence[EncodedItem],
+    spec: MetricSpec,
+    combiner: EvidenceCombiner | None,
+    *,
+    probe_items: int,
+    seed: int = 0,
+) -> tuple[float, int, int]:
+    """Largest change of an item's served score between scored alone and inside mixed batches.
+
+    The score compared is the final one (every window, aggregation, evidence combiner), for a
+    seeded random sample of items, inside groups of 8 and 32 items whose windows are padded
+    together as the server would batch them. Returns (largest change, decisions flipped, items).
+    """
     rng = random.Random(seed)
-    worst = 0.0
-    flips = 0
-    for _ in range(MIXED_PERMUTATIONS):
-        order = list(range(len(windows)))
-        rng.shuffle(order)
-        for start in range(0, len(order), MIXED_BATCH_SIZE):
-            chunk = order[start : start + MIXED_BATCH_SIZE]
-            batched = forward([windows[i] for i in chunk])[:, positive]
-            delta = np.abs(batched - alone[chunk])
-            worst = max(worst, float(delta.max()))
-            flips += int(np.sum((batched >= spec.threshold) != (alone[chunk] >= spec.threshold)))
-    return worst, flips
+    probe = rng.sample(list(encoded), min(probe_items, len(encoded)))
+    alone = np.array([_final([item], forward, spec, combiner)[0] for item in probe])
+    worst, flips = 0.0, 0
+    for group_size in MIXED_GROUP_SIZES:
+        for _ in range(MIXED_PERMUTATIONS):
+            order = list(range(len(probe)))
+            rng.shuffle(order)
+            for start in range(0, len(order), group_size):
+                chunk = order[start : start + group_size]
+                mixed = np.array(_final([probe[i] for i in chunk], forward, spec, combiner))
+                delta = np.abs(mixed - alone[chunk])
+                worst = max(worst, float(delta.max()))
+                flips += int(np.sum((mixed >= spec.threshold) != (alone[chunk] >= spec.threshold)))
+    return worst, flips, len(probe)
+
+
+def _final(
+    items: Sequence[EncodedItem], forward: Any, spec: MetricSpec, combiner: EvidenceCombiner | None
+) -> list[float]:
+    rows = max(MIXED_GROUP_SIZES)
+    results = score_encoded(items, forward, spec, combiner, max_batch_rows=rows, max_batch_tokens=rows * 512)
+    return [r.score for r in results if isinstance(r, ItemScore)]
 
 
 def measure_parity(
@@ -154,8 +172,7 @@ def measure_parity(
     art_pass = art_scores >= spec.threshold
     f1_ref = macro_f1(truth, ref_pass.tolist())
     f1_art = macro_f1(truth, art_pass.tolist())
-    probe = encoded[:batch_probe_items]
-    delta, flips = batch_invariance(artifact, probe, spec)
+    delta, flips, probed = batch_invariance(artifact, encoded, spec, combiner, probe_items=batch_probe_items)
     return ParityReport(
         items=len(encoded),
         windows=sum(len(e.windows) for e in encoded),
@@ -165,7 +182,7 @@ def measure_parity(
         macro_f1_reference=f1_ref,
         macro_f1_artifact=f1_art,
         f1_drop=max(0.0, f1_ref - f1_art),
-        batch_probe_items=len(probe),
+        batch_probe_items=probed,
         batch_max_score_delta=delta,
         batch_decision_flips=flips,
     )

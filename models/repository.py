@@ -1,7 +1,7 @@
 """Writes repository entries: the artifact files, their manifest, and the model card.
 
-An entry is assembled in a hidden folder beside its target and renamed into place, so a
-server scanning the repository never sees half an entry.
+An entry is assembled in `<repository>/.staging/` and renamed into place, so a server scanning
+the repository never sees half an entry.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from service.runtime.artifact import (
 from service.runtime.evidence import EvidenceCombiner
 from service.runtime.spec import MetricSpec
 
+STAGING = ".staging"  # beside the metrics, never matched as <metric>/<version>
+
 
 def publish_entry(
     repository: Path,
@@ -44,7 +46,8 @@ def publish_entry(
     """Write `<repository>/<name>/<version>/` atomically and return it, verified."""
     target = repository / spec.name / spec.version
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.version}-", dir=target.parent))
+    (repository / STAGING).mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{spec.version}-", dir=repository / STAGING))
     try:
         shutil.copyfile(model, staging / MODEL_NAME)
         shutil.copyfile(tokenizer, staging / TOKENIZER_NAME)

@@ -23,14 +23,11 @@ from service.state import AppState
 log = logging.getLogger(__name__)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     """Gives each request an id (echoed as X-Request-Id) and enforces the body size limit.
 
-    Pure ASGI so the limit applies while the body streams in, before anything parses it.
+    Pure ASGI: the body is read here, up to the limit, before anything parses it; a body over
+    the limit (declared or streamed) gets 413 at once, and the app receives the body read.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
@@ -48,30 +45,41 @@ class RequestContextMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await problem_response(too_large, request_id)(scope, receive, send)
             return
-        received = 0
-        started = False
+        body = await self._read_body(receive)
+        if body is None:
+            await problem_response(too_large, request_id)(scope, receive, send)
+            return
+        replayed = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: http.disconnect when the client leaves
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, send_with_id)
-        except _BodyTooLarge:
-            if not started:
-                await problem_response(too_large, request_id)(scope, receive, send)
+        await self.app(scope, replay, send_with_id)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)  # client gone: the app will see the disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 def create_app(

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from service.app import create_app
 from service.config import Settings
+from service.runtime.artifact import find_artifacts
 
 log = logging.getLogger("lunaserve")
 
@@ -40,7 +43,20 @@ def load_settings(args: Sequence[str]) -> Settings:
 
 
 def serve(args: Sequence[str]) -> int:
-    settings = load_settings(args)
+    try:
+        settings = load_settings(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"lunaserve serve: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    if not find_artifacts(settings.repository):
+        print(
+            f"lunaserve serve: no <metric>/<version>/manifest.json under {settings.repository}:"
+            " nothing to serve (--repository DIR)",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )

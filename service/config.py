@@ -111,7 +111,6 @@ class Settings(BaseSettings):
         0, ge=0, description="ONNX Runtime threads per model (0: all cores); set to the CPU limit."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    warmup: bool = Field(True, description="Run a forward pass per model before reporting ready.")
     drain_timeout_s: float = Field(30, gt=0, description="Longest wait for queued work on shutdown.")
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)

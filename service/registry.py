@@ -17,14 +17,20 @@ from pathlib import Path
 
 from service.batching.clock import Clock
 from service.batching.policy import Priority
-from service.batching.scheduler import AdmissionError, BatchScheduler, JobResult, ThreadRunner
+from service.batching.scheduler import (
+    AdmissionError,
+    BatchScheduler,
+    JobResult,
+    NullObserver,
+    ThreadRunner,
+)
 from service.config import Settings
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
 from service.runtime.classifier import MetricModel
 from service.runtime.encoding import EncodedItem, ItemTooLongError
 from service.runtime.postprocess import ItemScore
-from service.runtime.spec import MetricSpec
+from service.runtime.spec import NAME_PATTERN, VERSION_PATTERN, MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +116,18 @@ class LoadedMetric:
         )  # fmt: skip
 
 
+def warm_up(model: MetricModel) -> None:
+    """One forward pass: proves the model, tokenizer and spec fit together, and warms ORT."""
+    (encoded,) = model.encode([WARMUP_ITEM])
+    if not isinstance(encoded, EncodedItem):
+        raise ValueError(f"the warm-up item cannot be encoded: {encoded}")
+    probs = model.forward(encoded.windows)
+    labels = len(model.spec.labels)
+    if probs.shape != (len(encoded.windows), labels):
+        raise ValueError(f"the model gives outputs of shape {probs.shape[1:]} for {labels} labels")
+    model.finish(encoded, probs)
+
+
 class MetricRegistry:
     def __init__(self, settings: Settings, metrics: ServerMetrics, clock: Clock) -> None:
         self.settings = settings
@@ -129,6 +147,9 @@ class MetricRegistry:
         return {name: sorted(versions, key=version_key) for name, versions in sorted(found.items())}
 
     def folder(self, metric: str, version: str) -> Path:
+        """The folder of `metric` version `version`; names are checked so no path escapes."""
+        if not re.fullmatch(NAME_PATTERN, metric) or not re.fullmatch(VERSION_PATTERN, version):
+            raise MetricNotFoundError(f"{metric!r} / {version!r} is not a valid metric name and version")
         folder = self.settings.repository / metric / version
         if not (folder / "manifest.json").is_file():
             raise MetricNotFoundError(f"metric {metric!r} has no version {version!r} in the repository")
@@ -164,11 +185,15 @@ class MetricRegistry:
     async def _load(self, metric: str, version: str) -> LoadedMetric:
         folder = self.folder(metric, version)
         artifact = await asyncio.to_thread(load_artifact, folder)
-        model = await asyncio.to_thread(
-            MetricModel, artifact, intra_op_threads=self.settings.intra_op_threads
-        )
-        if self.settings.warmup:
-            await asyncio.to_thread(model.score, [WARMUP_ITEM])
+        if (artifact.spec.name, artifact.spec.version) != (metric, version):
+            raise ArtifactError(f"{folder}: holds {artifact.spec.name}/{artifact.spec.version}")
+        try:
+            model = await asyncio.to_thread(
+                MetricModel, artifact, intra_op_threads=self.settings.intra_op_threads
+            )
+            await asyncio.to_thread(warm_up, model)
+        except Exception as exc:  # ORT, tokenizers and numpy raise their own types
+            raise ArtifactError(f"{folder}: cannot load: {type(exc).__name__}: {exc}") from None
         runner = ThreadRunner(model.forward, f"{metric}-{version}")
         scheduler = BatchScheduler(
             runner,
@@ -192,6 +217,7 @@ class MetricRegistry:
             self.metrics.set_active_version(metric, version, old.spec.version if old else None)
             log.info("serving %s version %s", metric, version)
             if old is not None:
+                old.scheduler.observer = NullObserver()  # the gauges now speak for the new version
                 task = asyncio.get_running_loop().create_task(self._retire(old))
                 self._draining.add(task)
                 task.add_done_callback(self._draining.discard)
@@ -210,10 +236,12 @@ class MetricRegistry:
                 return await loaded.score(items, priority, deadline)
             except _SupersededError:
                 if self.active.get(metric) is loaded:  # draining for shutdown, not for a swap
+                    loaded.scheduler.observer.rejected(priority, "draining")
                     raise AdmissionError("draining", "the server is shutting down", 1.0) from None
 
     async def close(self) -> None:
         """Drain every active metric (accepted requests finish), then stop."""
-        await asyncio.gather(*(m.scheduler.drain() for m in self.active.values()))
+        timeout = self.settings.drain_timeout_s
+        await asyncio.gather(*(m.scheduler.drain(timeout) for m in self.active.values()))
         await asyncio.gather(*self._draining)
         self.active.clear()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import Problem
 
@@ -51,6 +53,17 @@ class NotFoundError(ApiError):
     status, slug, title = 404, "not-found", "Not found"
 
 
+class FrameworkError(ApiError):
+    """An error the framework raised (unknown route, wrong method), with its own status."""
+
+    slug = "http"
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail, headers=headers)
+        self.status = status
+        self.title = HTTPStatus(status).phrase
+
+
 class RequestInvalidError(ApiError):
     status, slug, title = 422, "validation", "Invalid request"
 
@@ -72,10 +85,6 @@ class ForbiddenError(ApiError):
 
 class PayloadTooLargeError(ApiError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
-
-
-class ConflictError(ApiError):
-    status, slug, title = 409, "conflict", "Cannot do that now"
 
 
 class UnverifiableArtifactError(ApiError):
@@ -112,6 +121,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return problem_response(exc, request_id(request))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Framework errors (unknown route, wrong method) in the same problem+json shape."""
+        error = FrameworkError(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+        return problem_response(error, request_id(request))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -135,7 +150,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         401: "Missing or wrong API key", 403: "Key not allowed here", 404: "Unknown metric or version",
-        409: "Conflict", 413: "Body too large", 422: "Invalid request or items",
+        413: "Body too large", 422: "Invalid request or items",
         500: "Inference failed (error id in detail)",
         503: "Shed: queue full, deadline unreachable or passed, draining (Retry-After)",
     }  # fmt: skip

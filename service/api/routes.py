@@ -28,7 +28,12 @@ from service.api.schemas import (
     ScoreResponse,
 )
 from service.batching.policy import Priority
-from service.batching.scheduler import AdmissionError, BatchFailedError, DeadlineExceededError
+from service.batching.scheduler import (
+    AdmissionError,
+    BatchFailedError,
+    DeadlineExceededError,
+    RequestTooLargeError,
+)
 from service.metrics import TRAFFIC_CLASS
 from service.registry import InvalidItemError, MetricNotFoundError, MetricRegistry, ScoredItems
 from service.runtime.artifact import ArtifactError
@@ -70,11 +75,6 @@ def _check_items(items: list[ScoreItem], registry: MetricRegistry, metric: str, 
         raise e.InvalidItemsError(f"{len(problems)} problem(s) in the items", errors=problems)
 
 
-def _priority(body: ScoreRequest, key_class: str | None, use_case: str) -> Priority:
-    name = body.traffic_class or key_class or use_case
-    return Priority.GUARDRAIL if name == "guardrail" else Priority.OBSERVABILITY
-
-
 async def _until_disconnect(request: Request) -> None:
     """Returns when the client goes away (the ASGI server sends http.disconnect)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -103,9 +103,9 @@ async def _score_one(
     registry = state.registry
     priority: Priority | None = None
     try:
-        loaded = registry.get(metric)
         _check_items(body.items, registry, metric, state.settings.limits.max_field_chars)
-        priority = _priority(body, key_class, loaded.spec.use_case)
+        cls = _traffic_class(state, body, key_class, metric)
+        priority = Priority.GUARDRAIL if cls == "guardrail" else Priority.OBSERVABILITY
         items = [item.model_dump() for item in body.items]
         started = state.clock.now()
         try:
@@ -121,6 +121,9 @@ async def _score_one(
         raise e.InvalidItemsError(
             "an item cannot be scored", errors=[{"item": exc.index, "msg": str(exc)}]
         ) from None
+    except RequestTooLargeError as exc:
+        _count(state, metric, priority, "invalid")
+        raise e.InvalidItemsError(str(exc)) from None
     except AdmissionError as exc:
         _count(state, metric, priority, "rejected")
         raise e.OverloadedError(str(exc), reason=exc.reason, retry_after_s=exc.retry_after_s) from None
@@ -153,10 +156,19 @@ def _count(state: AppState, metric: str, priority: Priority | None, outcome: str
         state.metrics.requests.labels(metric, cls, outcome).inc()
 
 
-def _deadline(state: AppState, body: ScoreRequest, guardrail: bool) -> float:
+def _traffic_class(state: AppState, body: ScoreRequest, key_class: str | None, metric: str) -> str:
+    """The request's class, else the key's default, else the metric's use case."""
+    if body.traffic_class or key_class:
+        return body.traffic_class or key_class or "observability"
+    loaded = state.registry.active.get(metric)
+    return loaded.spec.use_case if loaded else "observability"
+
+
+def _deadline(state: AppState, body: ScoreRequest, classes: list[str]) -> float:
+    """One deadline: the request's timeout, else the tightest default of the classes involved."""
     d = state.settings.deadlines
-    default = d.guardrail_timeout_ms if guardrail else d.observability_timeout_ms
-    timeout_ms = min(body.timeout_ms or default, d.max_timeout_ms)
+    defaults = [d.guardrail_timeout_ms if c == "guardrail" else d.observability_timeout_ms for c in classes]
+    timeout_ms = min(body.timeout_ms or min(defaults), d.max_timeout_ms)
     return state.clock.now() + timeout_ms / 1000
 
 
@@ -186,13 +198,8 @@ async def score_metric(
     if len(body.items) > state.settings.limits.max_items:
         raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {state.settings.limits.max_items}")
     key_class = key.traffic_class if key else None
-    use_case = (
-        state.registry.get(metric).spec.use_case if metric in state.registry.active else "observability"
-    )
-    guardrail = (body.traffic_class or key_class or use_case) == "guardrail"
-    scored = await _unless_client_leaves(
-        request, _score_one(state, metric, body, key_class, _deadline(state, body, guardrail))
-    )
+    deadline = _deadline(state, body, [_traffic_class(state, body, key_class, metric)])
+    scored = await _unless_client_leaves(request, _score_one(state, metric, body, key_class, deadline))
     queue_ms, infer_ms = scored.queued_s * 1000, scored.inference_s * 1000
     response.headers["X-Queue-Time-Ms"] = f"{queue_ms:.2f}"
     response.headers["X-Inference-Time-Ms"] = f"{infer_ms:.2f}"
@@ -219,8 +226,7 @@ async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreRes
     if len(set(body.metrics)) != len(body.metrics):
         raise e.InvalidItemsError("a metric is named twice")
     key_class = key.traffic_class if key else None
-    guardrail = (body.traffic_class or key_class) == "guardrail"
-    deadline = _deadline(state, body, guardrail)
+    deadline = _deadline(state, body, [_traffic_class(state, body, key_class, m) for m in body.metrics])
 
     async def one(metric: str) -> MetricOutcome:
         remaining = deadline - state.clock.now()
@@ -290,7 +296,7 @@ async def get_metric(metric: str, request: Request) -> MetricDetail:
 @router.post(
     "/v1/admin/metrics/{metric}/activate",
     response_model=MetricSummary,
-    responses=e.responses(401, 403, 404, 409, 422),
+    responses=e.responses(401, 403, 404, 422),
     tags=["admin"],
 )
 async def activate(metric: str, body: ActivateRequest, request: Request) -> MetricSummary:

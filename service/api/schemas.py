@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TrafficClassName = Literal["guardrail", "observability"]
 
@@ -17,6 +17,17 @@ class ScoreItem(BaseModel):
     input: str | None = Field(None, description="The user's query, when there is one.")
     output: str | None = Field(None, description="The LLM response being judged.")
     context: str | None = Field(None, description="The context the response should keep to.")
+
+    @field_validator("input", "output", "context")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        """JSON may carry lone surrogates (\\ud800) that no tokenizer can take: refuse them here."""
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"not valid Unicode text at character {exc.start}") from None
+        return value
 
 
 class ScoreRequest(BaseModel):

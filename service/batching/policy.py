@@ -44,6 +44,11 @@ class Entry:
     priority: Priority
     deadline: float
     arrived: float
+    group: int = -1  # the request the window belongs to: a request expires whole (-1: its own key)
+
+    @property
+    def request(self) -> int:
+        return self.key if self.group < 0 else self.group
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,9 @@ def decide(
     running cost per token) is dropped instead of run: its answer would come too late anyway,
     and running it would make the entries behind it late too.
     """
-    expired = tuple(e.key for e in queue if e.deadline <= now + e.tokens * cost_per_token_s)
-    dropped = set(expired)
-    live = [e for e in queue if e.key not in dropped]
+    late = {e.request for e in queue if e.deadline <= now + e.tokens * cost_per_token_s}
+    expired = tuple(e.key for e in queue if e.request in late)
+    live = [e for e in queue if e.request not in late]
     if not live:
         return Decision(expired=expired)
     observability_budget = limits.max_batch_tokens

@@ -42,6 +42,10 @@ class AdmissionError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class RequestTooLargeError(ValueError):
+    """The request could not be served even by an idle, empty queue: retrying will not help."""
+
+
 class DeadlineExceededError(Exception):
     """The request's deadline passed while it waited; it was dropped before inference."""
 
@@ -179,13 +183,22 @@ class BatchScheduler:
     def queued_tokens(self) -> int:
         return sum(self._tokens.values())
 
-    async def drain(self) -> None:
-        """Stop accepting, let every accepted request finish, then stop the worker."""
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, let every accepted request finish (within `timeout_s`), then stop."""
         self._accepting = False
-        while self._jobs and self.alive:
-            self._idle.clear()
-            self._wake.set()
-            await self._idle.wait()
+
+        async def finished() -> None:
+            while self._jobs and self.alive:
+                self._idle.clear()
+                self._wake.set()
+                await self._idle.wait()
+
+        try:
+            await asyncio.wait_for(finished(), timeout_s)
+        except TimeoutError:
+            log.error(
+                "drain of %s timed out after %ss; failing %d requests", self.name, timeout_s, len(self._jobs)
+            )
         await self.stop()
 
     async def stop(self) -> None:
@@ -204,19 +217,28 @@ class BatchScheduler:
     def submit(
         self, windows: Sequence[Window], priority: Priority, deadline: float
     ) -> asyncio.Future[JobResult]:
-        """Queue a request's windows, or raise AdmissionError at once if it cannot be served."""
+        """Queue a request's windows, or refuse at once.
+
+        Raises AdmissionError (retry later) when the queue cannot take it now, and
+        RequestTooLargeError when it could not be served even with the queue empty.
+        """
         now = self.clock.now()
         tokens = sum(len(w) for w in windows)
+        self._check_size(priority, tokens, deadline, now)
         reason = self._refusal(priority, tokens, deadline, now)
         if reason is not None:
-            self.observer.rejected(priority, reason[0])
+            if reason[0] != "draining":  # a swap re-routes these; shutdown counts its own
+                self.observer.rejected(priority, reason[0])
             raise AdmissionError(reason[0], reason[1], self.retry_after_s())
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         job = _Job(windows, priority, deadline, now, future, rows=[None] * len(windows))
+        job_id = self._next_key
         for index, window in enumerate(windows):
             key = self._next_key
             self._next_key += 1
-            entry = Entry(key=key, tokens=len(window), priority=priority, deadline=deadline, arrived=now)
+            entry = Entry(
+                key=key, tokens=len(window), priority=priority, deadline=deadline, arrived=now, group=job_id
+            )
             self._entries[key] = (job, index, entry)
             bisect.insort(self._order[priority], (deadline, key))
             job.pending.add(key)
@@ -239,6 +261,23 @@ class BatchScheduler:
         """When the current queue should have drained: a hint for Retry-After."""
         return max(1.0, math.ceil(self.estimated_wait_s(Priority.OBSERVABILITY, 0)))
 
+    def _check_size(self, priority: Priority, tokens: int, deadline: float, now: float) -> None:
+        limits = self.admission
+        bound = limits.max_queue_tokens
+        if priority == Priority.OBSERVABILITY:
+            bound = int(limits.observability_share * bound)
+        if tokens > bound:
+            raise RequestTooLargeError(
+                f"the request has {tokens} tokens; this server queues at most {bound} for its traffic"
+                " class: split it into smaller requests"
+            )
+        alone_s = tokens * self.cost_per_token_s
+        if now + alone_s > deadline:
+            raise RequestTooLargeError(
+                f"the request needs about {alone_s * 1000:.0f} ms of inference even on an idle model,"
+                f" more than its {max(deadline - now, 0) * 1000:.0f} ms timeout: raise timeout_ms or split it"
+            )
+
     def _refusal(
         self, priority: Priority, tokens: int, deadline: float, now: float
     ) -> tuple[str, str] | None:
@@ -249,6 +288,12 @@ class BatchScheduler:
             return "unavailable", "the model's scheduler is not running"
         if len(self._jobs) >= limits.max_queue_requests:
             return "queue_full", f"{len(self._jobs)} requests are queued, the limit"
+        observability_jobs = sum(1 for j in self._jobs if j.priority == Priority.OBSERVABILITY)
+        if (
+            priority == Priority.OBSERVABILITY
+            and observability_jobs + 1 > limits.observability_share * limits.max_queue_requests
+        ):
+            return "shed", "observability traffic is shed while the queue is this full; retry later"
         if self.queued_tokens + tokens > limits.max_queue_tokens:
             return "queue_full", f"{self.queued_tokens} tokens are queued; {tokens} more exceed the limit"
         shed_at = limits.observability_share * limits.max_queue_tokens
@@ -275,9 +320,10 @@ class BatchScheduler:
                     guardrail_active=self.clock.now() - self._last_guardrail_s < GUARDRAIL_ACTIVE_S,
                 )
                 self._expire(decision.expired)
-                if decision.run:
+                run = [key for key in decision.run if key in self._entries]
+                if run:
                     idle = False
-                    await self._run_batch([self._take(key) for key in decision.run])
+                    await self._run_batch([self._take(key) for key in run])
                     continue
                 if not self._jobs:
                     idle = True
@@ -290,6 +336,8 @@ class BatchScheduler:
             # A bug in the loop itself: fail what is queued, stay dead; readiness reports it.
             log.exception("scheduler %s stopped on an unexpected error", self.name)
             self._fail_all(BatchFailedError("scheduler-" + uuid.uuid4().hex[:12]))
+        finally:
+            self._idle.set()  # nothing will run any more: let a drain return
 
     def _service_order(self) -> list[Entry]:
         return [self._entries[key][2] for p in Priority for _, key in self._order[p]]
@@ -338,6 +386,8 @@ class BatchScheduler:
         self._busy_until = now + real * self.cost_per_token_s
         try:
             probs = await self._runner(windows)
+            if len(probs) != len(windows):
+                raise ValueError(f"the model returned {len(probs)} rows for {len(windows)} windows")
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             log.exception("batch of %d windows failed on %s (error id %s)", len(windows), self.name, error_id)

@@ -154,5 +154,9 @@ def load_artifact(folder: Path, *, check_layout: bool = True) -> Artifact:
 
 
 def find_artifacts(repository: Path) -> list[Path]:
-    """Every `<metric>/<version>` folder holding a manifest, sorted."""
-    return sorted(p.parent for p in Path(repository).glob(f"*/*/{MANIFEST_NAME}"))
+    """Every `<metric>/<version>` folder holding a manifest, sorted; hidden folders are skipped."""
+    return sorted(
+        p.parent
+        for p in Path(repository).glob(f"*/*/{MANIFEST_NAME}")
+        if not (p.parent.name.startswith(".") or p.parent.parent.name.startswith("."))
+    )

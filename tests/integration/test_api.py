@@ -13,11 +13,12 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from models.repository import publish_entry
 from service.app import create_app
 from service.batching.clock import FakeClock
-from service.config import ApiKey, AuthSettings, BatchingSettings, LimitSettings, Settings
+from service.config import AdmissionSettings, ApiKey, AuthSettings, BatchingSettings, LimitSettings, Settings
 from tests.conftest import counting_spec
-from tests.tiny_models import expected_score, write_counting_artifact
+from tests.tiny_models import build_word_tokenizer, expected_score, write_counting_artifact
 
 SCORE = "/v1/metrics/context_adherence/score"
 
@@ -283,3 +284,57 @@ async def test_api_request_expiring_in_queue_is_shed_with_retry_after(repository
         late = await second
         assert late.status_code == 503 and int(late.headers["retry-after"]) >= 1
         assert "before its deadline" in late.json()["detail"]
+
+
+async def test_api_streamed_body_over_limit_and_unknown_routes_are_problem_json(repository: Path) -> None:
+    settings = Settings(repository=repository, limits=LimitSettings(max_body_bytes=2048))
+    async for client in started(create_app(settings)):
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(10):
+                yield b"x" * 1024
+
+        streamed = await client.post(SCORE, content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and streamed.headers["content-type"] == "application/problem+json"
+        unknown = await client.get("/v2/nothing")
+        assert unknown.status_code == 404 and unknown.json()["title"] == "Not Found"
+        wrong_method = await client.get(SCORE)
+        assert wrong_method.status_code == 405 and wrong_method.json()["status"] == 405
+
+
+async def test_api_text_no_tokenizer_can_take_is_422(client: httpx.AsyncClient) -> None:
+    body = b'{"items": [{"output": "good \\ud800", "context": "the city"}]}'
+    response = await client.post(SCORE, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not valid Unicode" in response.text
+
+
+async def test_api_request_too_big_for_any_queue_is_422_not_503(repository: Path) -> None:
+    settings = Settings(
+        repository=repository,
+        admission=AdmissionSettings(max_queue_tokens=8192),
+        batching=BatchingSettings(max_batch_tokens=1024),
+    )
+    async for client in started(create_app(settings)):
+        many = {"items": [item("good", "x " * 60)] * 100, "traffic_class": "observability"}  # ~6.6k tokens
+        response = await client.post(SCORE, json=many)
+        assert response.status_code == 422 and "split it" in response.json()["detail"]
+
+
+async def test_api_activate_refuses_paths_and_unloadable_models(repository: Path, tmp_path: Path) -> None:
+    admin = {"Authorization": "Bearer a"}
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    (tmp_path / "tok").mkdir()
+    tokenizer = tmp_path / "tok" / "tokenizer.json"
+    build_word_tokenizer().save(str(tokenizer))
+    publish_entry(repository, counting_spec(version="2"), model=garbage, tokenizer=tokenizer,
+                  source={"checkpoint": "garbage"}, export={}, parity={})  # fmt: skip
+    settings = Settings(repository=repository, auth=AuthSettings(admin_keys=[SecretStr("a")]))
+    async for client in started(create_app(settings)):  # v2 cannot load: v1 serves
+        assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "1"
+        url = "/v1/admin/metrics/context_adherence/activate"
+        escape = await client.post(url, json={"version": "../toxicity_like/1"}, headers=admin)
+        assert escape.status_code == 404
+        broken = await client.post(url, json={"version": "2"}, headers=admin)
+        assert broken.status_code == 422 and "cannot load" in broken.json()["detail"]
+        assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "1"

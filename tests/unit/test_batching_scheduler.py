@@ -22,6 +22,7 @@ from service.batching.scheduler import (
     DeadlineExceededError,
     JobResult,
     NullObserver,
+    RequestTooLargeError,
 )
 from service.runtime.encoding import Window
 
@@ -247,3 +248,72 @@ async def test_scheduler_small_batches_while_guardrail_traffic_flows(setup) -> N
     # the guardrail request leads the next batch; observability rows join it, and form the
     # batches after it, only up to 16 padded tokens (2 rows of 8) while guardrail traffic flows
     assert runner.batches == [[0], [9, 1], [2, 3], [4]]
+
+
+async def test_scheduler_expires_a_request_whole_and_survives(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, clock, _ = setup
+    scheduler.cost_per_token_s = 0.001
+    first = await hold_first_batch(scheduler, runner)
+    # one request, a long and a short window: at 170 ms only the short one could still finish
+    mixed = scheduler.submit([window(1, 150), window(2, 20)], GUARD, deadline=clock.now() + 0.2)
+    other = scheduler.submit([window(3, 10)], OBS, deadline=clock.now() + 10)
+    clock.advance(0.17)
+    runner.gate.set()
+    await first
+    with pytest.raises(DeadlineExceededError):
+        await mixed
+    assert (await other).rows[0, 0] == 3
+    assert scheduler.alive and runner.batches == [[0], [3]]
+
+
+async def test_scheduler_observability_cannot_fill_the_request_limit(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, _ = setup
+    first = await hold_first_batch(scheduler, runner)  # one observability request queued... in flight
+    for k in range(1, 7):  # 0.75 x 10 requests: observability may hold 7 (the first is done queuing)
+        scheduler.submit([window(k, 1)], OBS, deadline=2000.0)
+    with pytest.raises(AdmissionError) as shed:
+        scheduler.submit([window(8, 1)], OBS, deadline=2000.0)
+    assert shed.value.reason == "shed"
+    scheduler.submit([window(9, 1)], GUARD, deadline=2000.0)  # guardrail still gets in
+    runner.gate.set()
+    await first
+
+
+async def test_scheduler_refuses_what_no_queue_could_serve(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, _, clock, _ = setup
+    with pytest.raises(RequestTooLargeError, match="split it"):
+        scheduler.submit([window(1, 350)], OBS, deadline=2000.0)  # observability may queue 300
+    scheduler.cost_per_token_s = 0.01
+    with pytest.raises(RequestTooLargeError, match="raise timeout_ms"):
+        scheduler.submit([window(2, 50)], GUARD, deadline=clock.now() + 0.1)  # needs 500 ms alone
+
+
+async def test_scheduler_wrong_row_count_fails_only_that_batch(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, _, _, _ = setup
+
+    async def wrong_rows(windows: Sequence[Window]) -> np.ndarray:
+        return np.zeros((len(windows) + 1, 2))
+
+    scheduler._runner = wrong_rows
+    with pytest.raises(BatchFailedError):
+        await scheduler.submit([window(1)], OBS, deadline=2000.0)
+    assert scheduler.alive
+
+
+async def test_scheduler_drain_returns_when_the_loop_dies(setup) -> None:  # type: ignore[no-untyped-def]
+    scheduler, runner, _, observer = setup
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the loop's own bookkeeping")
+
+    first = await hold_first_batch(scheduler, runner)
+    queued = scheduler.submit([window(1)], OBS, deadline=2000.0)
+    observer.batch_done = broken  # the loop itself dies after batch 1
+    draining = asyncio.ensure_future(scheduler.drain(timeout_s=30))
+    await asyncio.sleep(0)
+    runner.gate.set()
+    await draining  # returns instead of hanging on a dead loop
+    assert not scheduler.alive
+    for doomed in (first, queued):
+        with pytest.raises(BatchFailedError):
+            await doomed
