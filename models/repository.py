@@ -48,6 +48,7 @@ def publish_entry(
     target.parent.mkdir(parents=True, exist_ok=True)
     (repository / STAGING).mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{spec.version}-", dir=repository / STAGING))
+    staging.chmod(0o755)  # mkdtemp makes it private; a server may run as another user
     try:
         shutil.copyfile(model, staging / MODEL_NAME)
         shutil.copyfile(tokenizer, staging / TOKENIZER_NAME)

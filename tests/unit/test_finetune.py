@@ -206,3 +206,11 @@ def test_length_sorted_batches_cover_every_index_once() -> None:
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(103))
     assert all(len(b) <= 8 for b in batches)
+
+
+def test_finetune_restores_the_deterministic_setting(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    assert not torch.are_deterministic_algorithms_enabled()
+    _run(base_dir, tmp_path, spec, "ckpt")
+    assert not torch.are_deterministic_algorithms_enabled()

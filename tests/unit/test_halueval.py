@@ -73,7 +73,12 @@ def wheel(tmp_path: Path) -> Path:
 @pytest.fixture
 def sets(wheel: Path, tmp_path: Path) -> dict[str, list[dict[str, str]]]:
     paths = build_halueval_sets(
-        wheel, tmp_path / "out", dialogue_per_class=10, summarization_per_class=5, report=False
+        wheel,
+        tmp_path / "out",
+        dialogue_per_class=10,
+        summarization_per_class=5,
+        mix_source_rows=50,
+        report=False,
     )
     return {name: read_csv(p) for name, p in paths.items()}
 
@@ -82,6 +87,7 @@ def test_build_halueval_sets_writes_customer_columns(sets: dict[str, list[dict[s
     assert set(sets) == {
         "qa_train",
         "qa_train_all",
+        "qa_train_mix",
         "qa_eval",
         "qa_test_length_neutral",
         "dialogue",
@@ -122,6 +128,28 @@ def test_build_halueval_sets_length_neutral_bins_equal(
     # the unneutralised pairs are length-biased, as in the real data
     everything = sets["qa_train_all"]
     assert roc_auc(label_vector(everything), length_baseline_scores(everything)) > 0.6
+
+
+def test_training_mix_hides_the_passage_among_train_passages(
+    sets: dict[str, list[dict[str, str]]],
+) -> None:
+    mix = sets["qa_train_mix"]
+    assert len(mix) == 100
+    passage_of = {r["context_id"]: r["context"] for r in sets["qa_train_all"]}
+    held_out = {r["context"] for name in ("qa_eval", "qa_test_length_neutral") for r in sets[name]}
+    # the fake passages all end "...River<i>." and are unique: split a mixed context back into them
+    longer = 0
+    for row in mix:
+        own = passage_of[row["context_id"]]
+        assert own in row["context"]
+        if row["context"] != own:
+            longer += 1
+            assert row["source"] == "halueval_qa_long_context"
+            assert len(row["context"].split()) <= 230
+        assert not any(p in row["context"] for p in held_out)
+    assert 20 <= longer <= 80  # about half of 100
+    pairs = Counter(r["context_id"] for r in mix)
+    assert set(pairs.values()) == {2}  # each source row gives both of its answers
 
 
 def test_build_halueval_sets_is_seeded(wheel: Path, tmp_path: Path) -> None:

@@ -1,0 +1,396 @@
+"""Fine-tune a BERT-style encoder as a pair classifier (cross-encoder) on a customer CSV.
+
+Texts go through `service.runtime.encoding.PairEncoder`, the encoder the server uses, so training
+and serving see the same token pairs (first segment = input and output joined by a newline,
+second = context). Training uses a copy of the metric's spec with `max_tokens` lowered to
+`max_train_tokens` and the context truncated at its tail (one window per example: a window of a
+long context without the evidence would carry a wrong "supported" label); evaluation during
+training uses the metric's own spec (its max tokens and long-input policy), as served.
+
+Why a plain torch loop and not `transformers.Trainer`: the batches must come from our encoder's
+windows (no HF tokenizer or datasets in between), batches are cut from length-sorted examples to
+avoid padding (2 CPU cores: padding is most of the cost), and evaluation has to aggregate windows
+per item as the server does. Those three would each mean overriding a Trainer hook; the loop
+below is ~60 lines, seeded and deterministic on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import random
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.halueval import roc_auc
+from service.runtime.classifier import plan_batches
+from service.runtime.encoding import (
+    EncodedItem,
+    ItemTooLongError,
+    PairEncoder,
+    Window,
+    collate,
+    load_tokenizer,
+)
+from service.runtime.postprocess import aggregate_windows, probabilities
+from service.runtime.spec import LongInputMode, MetricSpec
+
+TOKENIZER_SIDE_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class FinetuneError(ValueError):
+    """Bad training input: unknown labels, an empty set, a missing base file."""
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    out_dir: Path
+    log_path: Path
+    train_examples: int
+    skipped_examples: int  # items whose kept fields alone exceed max_train_tokens
+    steps: int
+    duration_s: float
+    epochs: list[dict[str, float]] = field(default_factory=list)  # per-epoch eval figures
+
+
+def read_items(path: Path, spec: MetricSpec) -> tuple[list[dict[str, str]], list[int]]:
+    """Rows of a customer CSV and their label ids in `spec.labels` order."""
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise FinetuneError(f"{path}: no rows")
+    labels = []
+    for number, row in enumerate(rows, start=2):
+        label = row.get("label")
+        if label not in spec.labels:
+            raise FinetuneError(f"{path}: row {number}, column label: {label!r} not in {spec.labels}")
+        labels.append(spec.labels.index(label))
+    return rows, labels
+
+
+def training_spec(spec: MetricSpec, max_train_tokens: int) -> MetricSpec:
+    """The metric's spec with a shorter window and the context cut at its tail, for training."""
+    policy = spec.long_input.model_copy(update={"mode": LongInputMode.TRUNCATE_TAIL})
+    return spec.model_copy(update={"max_tokens": max_train_tokens, "long_input": policy})
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, *, pool_batches: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of similar length: sort within random pools of `pool_batches` batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * pool_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _tensors(windows: Sequence[Window], pad_id: int) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in collate(windows, pad_id).items()}
+
+
+def score_items(
+    model: Any,
+    encoder: PairEncoder,
+    items: Sequence[Mapping[str, str]],
+    *,
+    max_batch_tokens: int = 8192,
+    max_batch_rows: int = 32,
+) -> tuple[np.ndarray, list[EncodedItem | ItemTooLongError]]:
+    """Label probabilities per item (windows aggregated as the spec says) with a torch model.
+
+    Items that cannot be encoded get a row of NaN. Returns the rows and the encodings.
+    """
+    import torch
+
+    spec = encoder.spec
+    encoded = encoder.try_encode_many(items)
+    owners: list[int] = []
+    windows: list[Window] = []
+    for index, item in enumerate(encoded):
+        if isinstance(item, EncodedItem):
+            owners += [index] * len(item.windows)
+            windows += item.windows
+    window_probs = np.zeros((len(windows), len(spec.labels)))
+    model.eval()
+    with torch.inference_mode():
+        for batch in plan_batches([len(w) for w in windows], max_batch_tokens, max_batch_rows):
+            logits = model(**_tensors([windows[i] for i in batch], encoder.pad_id)).logits
+            window_probs[batch] = probabilities(logits.float().numpy(), spec.activation)
+    out = np.full((len(items), len(spec.labels)), np.nan)
+    rows_of: dict[int, list[int]] = {}
+    for row, owner in enumerate(owners):
+        rows_of.setdefault(owner, []).append(row)
+    for index, rows in rows_of.items():
+        out[index] = aggregate_windows(window_probs[rows], spec.positive_index, spec.long_input.aggregation)
+    return out, encoded
+
+
+def evaluate_probs(probs: np.ndarray, labels: Sequence[int], spec: MetricSpec) -> dict[str, float]:
+    """Loss, ROC-AUC and F1 (positive label, at the spec's threshold) of item probabilities."""
+    y = np.asarray(labels)
+    ok = ~np.isnan(probs).any(axis=1)
+    p, y = np.clip(probs[ok], 1e-12, 1.0), y[ok]
+    pos = spec.positive_index
+    loss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    truth, guess = y == pos, p[:, pos] >= spec.threshold
+    tp = float((truth & guess).sum())
+    f1 = 2 * tp / max(float(truth.sum() + guess.sum()), 1.0)
+    auc = roc_auc(truth, p[:, pos]) if 0 < truth.sum() < len(truth) else float("nan")
+    return {"loss": loss, "roc_auc": auc, "f1": f1, "items": float(len(y))}
+
+
+def _versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Iterator[Any]:
+    if not enabled:
+        yield from iterable
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(iterable, desc=desc, unit="batch", leave=False)
+
+
+def save_checkpoint(model: Any, base_dir: Path, out_dir: Path) -> None:
+    """HF checkpoint: config (with id2label), safetensors, tokenizer.json without pad/truncation."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    load_tokenizer(base_dir / "tokenizer.json").save(str(out_dir / "tokenizer.json"))
+    for name in TOKENIZER_SIDE_FILES:  # what AutoTokenizer / optimum look for beside it
+        if (base_dir / name).is_file():
+            shutil.copyfile(base_dir / name, out_dir / name)
+
+
+def finetune(
+    base_dir: Path,
+    train_csv: Path,
+    eval_csv: Path,
+    spec: MetricSpec,
+    out_dir: Path,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    max_train_tokens: int,
+    seed: int,
+    progress: bool = True,
+    warmup_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+) -> FinetuneResult:
+    """Fine-tune `base_dir` on `train_csv`, evaluate on `eval_csv` each epoch, save to `out_dir`.
+
+    AdamW with linear warmup over `warmup_fraction` of the steps and linear decay to zero;
+    no weight decay on biases and LayerNorm. The classification head is initialised from
+    `seed`. Writes the checkpoint and `training_log.jsonl` (one JSON object per line: a `start`
+    record with the settings, seed and versions, a `step` record per optimiser step, an `epoch`
+    record with eval loss / ROC-AUC / F1, and an `end` record with the duration).
+    """
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _finetune(
+            base_dir,
+            train_csv,
+            eval_csv,
+            spec,
+            out_dir,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_train_tokens=max_train_tokens,
+            seed=seed,
+            progress=progress,
+            warmup_fraction=warmup_fraction,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+        )
+    finally:  # deterministic kernels for this run only, not for the caller's later work
+        torch.use_deterministic_algorithms(previous)
+
+
+def _finetune(
+    base_dir: Path,
+    train_csv: Path,
+    eval_csv: Path,
+    spec: MetricSpec,
+    out_dir: Path,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    max_train_tokens: int,
+    seed: int,
+    progress: bool = True,
+    warmup_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+) -> FinetuneResult:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not (base_dir / "tokenizer.json").is_file():
+        raise FinetuneError(f"{base_dir}: no tokenizer.json")
+    started = time.perf_counter()
+    _seed_everything(seed)
+    tokenizer = load_tokenizer(base_dir / "tokenizer.json")
+    train_encoder = PairEncoder(tokenizer, training_spec(spec, max_train_tokens))
+    eval_encoder = PairEncoder(tokenizer, spec)
+
+    train_rows, train_labels = read_items(train_csv, spec)
+    eval_rows, eval_labels = read_items(eval_csv, spec)
+    windows: list[Window] = []
+    targets: list[int] = []
+    skipped = 0
+    for item, label in zip(train_encoder.try_encode_many(train_rows), train_labels, strict=True):
+        if isinstance(item, ItemTooLongError):
+            skipped += 1
+            continue
+        windows.append(item.windows[0])
+        targets.append(label)
+    if not windows:
+        raise FinetuneError(f"{train_csv}: no row fits in {max_train_tokens} tokens")
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_dir,
+        num_labels=len(spec.labels),
+        id2label=dict(enumerate(spec.labels)),
+        label2id={name: i for i, name in enumerate(spec.labels)},
+        local_files_only=True,
+    )
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    params = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    steps_per_epoch = math.ceil(len(windows) / batch_size)
+    total_steps = steps_per_epoch * epochs
+    warmup = max(1, int(total_steps * warmup_fraction))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / (total_steps - warmup)),
+    )
+    rng = random.Random(seed)
+    lengths = [len(w) for w in windows]
+    target_tensor = torch.tensor(targets)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "training_log.jsonl"
+    epoch_figures: list[dict[str, float]] = []
+    step = 0
+    with log_path.open("w", encoding="utf-8") as log:
+
+        def write(record: dict[str, Any]) -> None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+        write(
+            {
+                "event": "start",
+                "seed": seed,
+                "base_dir": str(base_dir),
+                "train_csv": str(train_csv),
+                "eval_csv": str(eval_csv),
+                "train_examples": len(windows),
+                "skipped_examples": skipped,
+                "epochs": epochs,
+                "learning_rate": learning_rate,
+                "batch_size": batch_size,
+                "max_train_tokens": max_train_tokens,
+                "warmup_steps": warmup,
+                "total_steps": total_steps,
+                "weight_decay": weight_decay,
+                "max_grad_norm": max_grad_norm,
+                "torch_threads": torch.get_num_threads(),
+                "versions": _versions(),
+            }
+        )
+        for epoch in range(1, epochs + 1):
+            epoch_started = time.perf_counter()
+            model.train()
+            batches = length_sorted_batches(lengths, batch_size, rng)
+            for batch in _progress(batches, progress, f"epoch {epoch}/{epochs}"):
+                inputs = _tensors([windows[i] for i in batch], train_encoder.pad_id)
+                loss = model(**inputs, labels=target_tensor[batch]).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                write(
+                    {
+                        "event": "step",
+                        "epoch": epoch,
+                        "step": step,
+                        "loss": round(loss.item(), 6),
+                        "lr": schedule.get_last_lr()[0],
+                        "tokens": int(inputs["attention_mask"].sum()),
+                    }
+                )
+            train_s = time.perf_counter() - epoch_started
+            probs, _ = score_items(model, eval_encoder, eval_rows)
+            figures = evaluate_probs(probs, eval_labels, spec)
+            figures.update(
+                {
+                    "epoch": float(epoch),
+                    "train_s": round(train_s, 2),
+                    "examples_per_s": round(len(windows) / train_s, 2),
+                }
+            )
+            epoch_figures.append(figures)
+            write({"event": "epoch", **figures})
+        duration = time.perf_counter() - started
+        write({"event": "end", "steps": step, "duration_s": round(duration, 2)})
+
+    save_checkpoint(model, base_dir, out_dir)
+    return FinetuneResult(
+        out_dir=out_dir,
+        log_path=log_path,
+        train_examples=len(windows),
+        skipped_examples=skipped,
+        steps=step,
+        duration_s=duration,
+        epochs=epoch_figures,
+    )
