@@ -20,9 +20,10 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "repository"
 
 class BatchingSettings(BaseModel):
     max_batch_tokens: int = Field(
-        4096,
+        1024,
         ge=64,
-        description="Padded tokens per forward pass: larger batches raise throughput and latency.",
+        description="Padded tokens per forward pass. On 2-core CPUs batch 1 is already near peak at"
+        " >= 128 tokens, so big batches add latency and cut throughput (bench/server_load.py).",
     )
     max_batch_rows: int = Field(
         32, ge=1, le=1024, description="Rows per forward pass, whatever their length."

@@ -25,7 +25,7 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch_tokens: int = 4096  # padded tokens (rows x longest row) in one forward pass
+    max_batch_tokens: int = 1024  # padded tokens (rows x longest row) in one forward pass
     max_batch_rows: int = 32
     max_wait_s: float = 0.002  # hold an under-full batch this long after the model was idle
     lookahead_rows: int = 128  # entries considered when grouping by length
