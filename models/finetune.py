@@ -16,7 +16,6 @@ below is ~60 lines, seeded and deterministic on CPU.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import platform
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from models.data_check import DataFileError, read_labelled_csv
 from models.halueval import roc_auc
 from service.runtime.classifier import plan_batches
 from service.runtime.encoding import (
@@ -62,18 +62,14 @@ class FinetuneResult:
 
 
 def read_items(path: Path, spec: MetricSpec) -> tuple[list[dict[str, str]], list[int]]:
-    """Rows of a customer CSV and their label ids in `spec.labels` order."""
-    with Path(path).open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    """Rows of a customer CSV (checked by the dataset rules) and their label ids in `spec.labels` order."""
+    try:
+        rows = read_labelled_csv(Path(path), spec)
+    except DataFileError as exc:
+        raise FinetuneError(str(exc)) from None
     if not rows:
         raise FinetuneError(f"{path}: no rows")
-    labels = []
-    for number, row in enumerate(rows, start=2):
-        label = row.get("label")
-        if label not in spec.labels:
-            raise FinetuneError(f"{path}: row {number}, column label: {label!r} not in {spec.labels}")
-        labels.append(spec.labels.index(label))
-    return rows, labels
+    return rows, [spec.labels.index(row["label"]) for row in rows]
 
 
 def training_spec(spec: MetricSpec, max_train_tokens: int) -> MetricSpec:

@@ -177,7 +177,7 @@ def test_finetune_skips_items_whose_kept_fields_do_not_fit(
 def test_finetune_rejects_unknown_labels(base_dir: Path, tmp_path: Path, spec: MetricSpec) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("input,output,context,label\nq,a,c,maybe\n", encoding="utf-8")
-    with pytest.raises(FinetuneError, match="row 2, column label"):
+    with pytest.raises(FinetuneError, match=r"bad\.csv:2:label: error: label 'maybe' is not one of"):
         finetune(
             base_dir,
             bad,
