@@ -16,6 +16,7 @@ below is ~60 lines, seeded and deterministic on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -192,6 +193,18 @@ def save_checkpoint(model: Any, base_dir: Path, out_dir: Path) -> None:
             shutil.copyfile(base_dir / name, out_dir / name)
 
 
+@contextlib.contextmanager
+def _deterministic_run() -> Iterator[None]:
+    """Deterministic kernels for this run only, not for the caller's later work."""
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def finetune(
     base_dir: Path,
     train_csv: Path,
@@ -217,176 +230,138 @@ def finetune(
     record with the settings, seed and versions, a `step` record per optimiser step, an `epoch`
     record with eval loss / ROC-AUC / F1, and an `end` record with the duration).
     """
-    import torch
+    with _deterministic_run():
+        import torch
+        from transformers import AutoModelForSequenceClassification
 
-    previous = torch.are_deterministic_algorithms_enabled()
-    try:
-        return _finetune(
+        base_dir, out_dir = Path(base_dir), Path(out_dir)
+        if not (base_dir / "tokenizer.json").is_file():
+            raise FinetuneError(f"{base_dir}: no tokenizer.json")
+        started = time.perf_counter()
+        _seed_everything(seed)
+        tokenizer = load_tokenizer(base_dir / "tokenizer.json")
+        train_encoder = PairEncoder(tokenizer, training_spec(spec, max_train_tokens))
+        eval_encoder = PairEncoder(tokenizer, spec)
+
+        train_rows, train_labels = read_items(train_csv, spec)
+        eval_rows, eval_labels = read_items(eval_csv, spec)
+        windows: list[Window] = []
+        targets: list[int] = []
+        skipped = 0
+        for item, label in zip(train_encoder.try_encode_many(train_rows), train_labels, strict=True):
+            if isinstance(item, ItemTooLongError):
+                skipped += 1
+                continue
+            windows.append(item.windows[0])
+            targets.append(label)
+        if not windows:
+            raise FinetuneError(f"{train_csv}: no row fits in {max_train_tokens} tokens")
+
+        model = AutoModelForSequenceClassification.from_pretrained(
             base_dir,
-            train_csv,
-            eval_csv,
-            spec,
-            out_dir,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_train_tokens=max_train_tokens,
-            seed=seed,
-            progress=progress,
-            warmup_fraction=warmup_fraction,
-            weight_decay=weight_decay,
-            max_grad_norm=max_grad_norm,
+            num_labels=len(spec.labels),
+            id2label=dict(enumerate(spec.labels)),
+            label2id={name: i for i, name in enumerate(spec.labels)},
+            local_files_only=True,
         )
-    finally:  # deterministic kernels for this run only, not for the caller's later work
-        torch.use_deterministic_algorithms(previous)
-
-
-def _finetune(
-    base_dir: Path,
-    train_csv: Path,
-    eval_csv: Path,
-    spec: MetricSpec,
-    out_dir: Path,
-    *,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    max_train_tokens: int,
-    seed: int,
-    progress: bool = True,
-    warmup_fraction: float = 0.1,
-    weight_decay: float = 0.01,
-    max_grad_norm: float = 1.0,
-) -> FinetuneResult:
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    base_dir, out_dir = Path(base_dir), Path(out_dir)
-    if not (base_dir / "tokenizer.json").is_file():
-        raise FinetuneError(f"{base_dir}: no tokenizer.json")
-    started = time.perf_counter()
-    _seed_everything(seed)
-    tokenizer = load_tokenizer(base_dir / "tokenizer.json")
-    train_encoder = PairEncoder(tokenizer, training_spec(spec, max_train_tokens))
-    eval_encoder = PairEncoder(tokenizer, spec)
-
-    train_rows, train_labels = read_items(train_csv, spec)
-    eval_rows, eval_labels = read_items(eval_csv, spec)
-    windows: list[Window] = []
-    targets: list[int] = []
-    skipped = 0
-    for item, label in zip(train_encoder.try_encode_many(train_rows), train_labels, strict=True):
-        if isinstance(item, ItemTooLongError):
-            skipped += 1
-            continue
-        windows.append(item.windows[0])
-        targets.append(label)
-    if not windows:
-        raise FinetuneError(f"{train_csv}: no row fits in {max_train_tokens} tokens")
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_dir,
-        num_labels=len(spec.labels),
-        id2label=dict(enumerate(spec.labels)),
-        label2id={name: i for i, name in enumerate(spec.labels)},
-        local_files_only=True,
-    )
-    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
-    params = [
-        {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-            "weight_decay": weight_decay,
-        },
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    steps_per_epoch = math.ceil(len(windows) / batch_size)
-    total_steps = steps_per_epoch * epochs
-    warmup = max(1, int(total_steps * warmup_fraction))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / (total_steps - warmup)),
-    )
-    rng = random.Random(seed)
-    lengths = [len(w) for w in windows]
-    target_tensor = torch.tensor(targets)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / "training_log.jsonl"
-    epoch_figures: list[dict[str, float]] = []
-    step = 0
-    with log_path.open("w", encoding="utf-8") as log:
-
-        def write(record: dict[str, Any]) -> None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-
-        write(
+        no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+        params = [
             {
-                "event": "start",
-                "seed": seed,
-                "base_dir": str(base_dir),
-                "train_csv": str(train_csv),
-                "eval_csv": str(eval_csv),
-                "train_examples": len(windows),
-                "skipped_examples": skipped,
-                "epochs": epochs,
-                "learning_rate": learning_rate,
-                "batch_size": batch_size,
-                "max_train_tokens": max_train_tokens,
-                "warmup_steps": warmup,
-                "total_steps": total_steps,
+                "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
                 "weight_decay": weight_decay,
-                "max_grad_norm": max_grad_norm,
-                "torch_threads": torch.get_num_threads(),
-                "versions": _versions(),
-            }
+            },
+            {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(params, lr=learning_rate)
+        steps_per_epoch = math.ceil(len(windows) / batch_size)
+        total_steps = steps_per_epoch * epochs
+        warmup = max(1, int(total_steps * warmup_fraction))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: (
+                (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / (total_steps - warmup))
+            ),
         )
-        for epoch in range(1, epochs + 1):
-            epoch_started = time.perf_counter()
-            model.train()
-            batches = length_sorted_batches(lengths, batch_size, rng)
-            for batch in _progress(batches, progress, f"epoch {epoch}/{epochs}"):
-                inputs = _tensors([windows[i] for i in batch], train_encoder.pad_id)
-                loss = model(**inputs, labels=target_tensor[batch]).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                write(
-                    {
-                        "event": "step",
-                        "epoch": epoch,
-                        "step": step,
-                        "loss": round(loss.item(), 6),
-                        "lr": schedule.get_last_lr()[0],
-                        "tokens": int(inputs["attention_mask"].sum()),
-                    }
-                )
-            train_s = time.perf_counter() - epoch_started
-            probs, _ = score_items(model, eval_encoder, eval_rows)
-            figures = evaluate_probs(probs, eval_labels, spec)
-            figures.update(
+        rng = random.Random(seed)
+        lengths = [len(w) for w in windows]
+        target_tensor = torch.tensor(targets)
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = out_dir / "training_log.jsonl"
+        epoch_figures: list[dict[str, float]] = []
+        step = 0
+        with log_path.open("w", encoding="utf-8") as log:
+
+            def write(record: dict[str, Any]) -> None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
+            write(
                 {
-                    "epoch": float(epoch),
-                    "train_s": round(train_s, 2),
-                    "examples_per_s": round(len(windows) / train_s, 2),
+                    "event": "start",
+                    "seed": seed,
+                    "base_dir": str(base_dir),
+                    "train_csv": str(train_csv),
+                    "eval_csv": str(eval_csv),
+                    "train_examples": len(windows),
+                    "skipped_examples": skipped,
+                    "epochs": epochs,
+                    "learning_rate": learning_rate,
+                    "batch_size": batch_size,
+                    "max_train_tokens": max_train_tokens,
+                    "warmup_steps": warmup,
+                    "total_steps": total_steps,
+                    "weight_decay": weight_decay,
+                    "max_grad_norm": max_grad_norm,
+                    "torch_threads": torch.get_num_threads(),
+                    "versions": _versions(),
                 }
             )
-            epoch_figures.append(figures)
-            write({"event": "epoch", **figures})
-        duration = time.perf_counter() - started
-        write({"event": "end", "steps": step, "duration_s": round(duration, 2)})
+            for epoch in range(1, epochs + 1):
+                epoch_started = time.perf_counter()
+                model.train()
+                batches = length_sorted_batches(lengths, batch_size, rng)
+                for batch in _progress(batches, progress, f"epoch {epoch}/{epochs}"):
+                    inputs = _tensors([windows[i] for i in batch], train_encoder.pad_id)
+                    loss = model(**inputs, labels=target_tensor[batch]).loss
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    write(
+                        {
+                            "event": "step",
+                            "epoch": epoch,
+                            "step": step,
+                            "loss": round(loss.item(), 6),
+                            "lr": schedule.get_last_lr()[0],
+                            "tokens": int(inputs["attention_mask"].sum()),
+                        }
+                    )
+                train_s = time.perf_counter() - epoch_started
+                probs, _ = score_items(model, eval_encoder, eval_rows)
+                figures = evaluate_probs(probs, eval_labels, spec)
+                figures.update(
+                    {
+                        "epoch": float(epoch),
+                        "train_s": round(train_s, 2),
+                        "examples_per_s": round(len(windows) / train_s, 2),
+                    }
+                )
+                epoch_figures.append(figures)
+                write({"event": "epoch", **figures})
+            duration = time.perf_counter() - started
+            write({"event": "end", "steps": step, "duration_s": round(duration, 2)})
 
-    save_checkpoint(model, base_dir, out_dir)
-    return FinetuneResult(
-        out_dir=out_dir,
-        log_path=log_path,
-        train_examples=len(windows),
-        skipped_examples=skipped,
-        steps=step,
-        duration_s=duration,
-        epochs=epoch_figures,
-    )
+        save_checkpoint(model, base_dir, out_dir)
+        return FinetuneResult(
+            out_dir=out_dir,
+            log_path=log_path,
+            train_examples=len(windows),
+            skipped_examples=skipped,
+            steps=step,
+            duration_s=duration,
+            epochs=epoch_figures,
+        )
