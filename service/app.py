@@ -24,22 +24,26 @@ log = logging.getLogger(__name__)
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (echoed as X-Request-Id) and enforces the body size limit.
+    """Gives each request an id (echoed as X-Request-Id) and its arrival time, and enforces the
+    body size limit.
 
     Pure ASGI: the body is read here, up to the limit, before anything parses it; a body over
     the limit (declared or streamed) gets 413 at once, and the app receives the body read.
+    The arrival time (`state["arrived_s"]`, on the app's clock) is taken before the body is
+    read and parsed, so a deadline counts the time a request spent waiting for the event loop.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, clock: Clock) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope.setdefault("state", {}).update(request_id=request_id, arrived_s=self.clock.now())
         too_large = PayloadTooLargeError(f"the request body exceeds {self.max_body_bytes} bytes")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
@@ -114,5 +118,5 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes, clock=clock)
     return app

@@ -22,11 +22,15 @@ class BatchingSettings(BaseModel):
     max_batch_tokens: int = Field(
         1024,
         ge=64,
-        description="Padded tokens per forward pass. On 2-core CPUs batch 1 is already near peak at"
-        " >= 128 tokens, so big batches add latency and cut throughput (bench/server_load.py).",
+        description="Padded tokens per forward pass: bigger batches may raise throughput under load and"
+        " add latency; on one or two CPU cores batch 1 is already near peak at >= 128 tokens"
+        " (docs/benchmarks.md).",
     )
     max_batch_rows: int = Field(
-        32, ge=1, le=1024, description="Rows per forward pass, whatever their length."
+        32,
+        ge=1,
+        le=1024,
+        description="Rows per forward pass, whatever their length (the calibration may lower it).",
     )
     max_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="How long an under-full first batch waits for company after idle."
@@ -39,6 +43,22 @@ class BatchingSettings(BaseModel):
         ge=16,
         description="While guardrail traffic flows, observability rows may fill a batch only up to this many "
         "padded tokens: lower guardrail tail latency, lower observability throughput.",
+    )
+
+    calibrate: bool = Field(
+        True,
+        description="Time the model at 1, 2, 4, ... rows when it loads and cap batches where a bigger batch"
+        " stops paying (see min_batch_gain); off: max_batch_rows as set.",
+    )
+    calibration_tokens: int = Field(
+        128, ge=8, description="Row length the calibration measures at (capped by the metric's max_tokens)."
+    )
+    min_batch_gain: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="Throughput a step up in batch rows must add to be used: higher keeps batches small"
+        " (lower latency), lower takes any gain (more throughput under overload).",
     )
 
     def limits(self) -> BatchLimits:

@@ -29,7 +29,7 @@ class ServerMetrics:
         by_class = ["metric", "traffic_class"]
         self.request_duration = Histogram(
             "lunaserve_request_duration_seconds",
-            "Time from a scoring request's admission to its answer.",
+            "Time from a scoring request's arrival (headers read) to its answer.",
             by_class, buckets=LATENCY_BUCKETS_S, registry=registry,
         )  # fmt: skip
         self.queue_wait = Histogram(
@@ -93,6 +93,10 @@ class ServerMetrics:
             "lunaserve_cost_per_token_seconds", "Running estimate of inference seconds per token.",
             ["metric"], registry=registry,
         )  # fmt: skip
+        self.batch_rows_limit = Gauge(
+            "lunaserve_batch_rows_limit", "Row cap of the serving version's batches (calibrated or set).",
+            ["metric"], registry=registry,
+        )  # fmt: skip
         self.model_info = Gauge(
             "lunaserve_model_info", "1 for the version of each metric that is serving.",
             ["metric", "version"], registry=registry,
@@ -110,10 +114,13 @@ class ServerMetrics:
     def observer(self, metric: str) -> SchedulerMetrics:
         return SchedulerMetrics(self, metric)
 
-    def set_active_version(self, metric: str, version: str, previous: str | None) -> None:
+    def set_active_version(
+        self, metric: str, version: str, previous: str | None, *, max_batch_rows: int
+    ) -> None:
         if previous is not None and previous != version:
             self.model_info.remove(metric, previous)
         self.model_info.labels(metric, version).set(1)
+        self.batch_rows_limit.labels(metric).set(max_batch_rows)
 
 
 class SchedulerMetrics:

@@ -9,12 +9,14 @@ request fails because of a swap.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.batching.calibration import BatchCalibration, calibrate
 from service.batching.clock import Clock
 from service.batching.policy import Priority
 from service.batching.scheduler import (
@@ -24,11 +26,11 @@ from service.batching.scheduler import (
     NullObserver,
     ThreadRunner,
 )
-from service.config import Settings
+from service.config import BatchingSettings, Settings
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
 from service.runtime.classifier import MetricModel
-from service.runtime.encoding import EncodedItem, ItemTooLongError
+from service.runtime.encoding import EncodedItem, ItemTooLongError, Window
 from service.runtime.postprocess import ItemScore
 from service.runtime.spec import NAME_PATTERN, VERSION_PATTERN, MetricSpec
 
@@ -77,9 +79,12 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 class LoadedMetric:
     """One version of a metric with its own scheduler and inference thread."""
 
-    def __init__(self, model: MetricModel, scheduler: BatchScheduler) -> None:
+    def __init__(
+        self, model: MetricModel, scheduler: BatchScheduler, calibration: BatchCalibration | None = None
+    ) -> None:
         self.model = model
         self.scheduler = scheduler
+        self.calibration = calibration  # None: the row cap is the configured one
 
     @property
     def spec(self) -> MetricSpec:
@@ -116,8 +121,11 @@ class LoadedMetric:
         )  # fmt: skip
 
 
-def warm_up(model: MetricModel) -> None:
-    """One forward pass: proves the model, tokenizer and spec fit together, and warms ORT."""
+def warm_up(model: MetricModel) -> Window:
+    """One forward pass: proves the model, tokenizer and spec fit together, and warms ORT.
+
+    Returns the warm-up window, whose tokens the batch calibration repeats.
+    """
     (encoded,) = model.encode([WARMUP_ITEM])
     if not isinstance(encoded, EncodedItem):
         raise ValueError(f"the warm-up item cannot be encoded: {encoded}")
@@ -126,6 +134,16 @@ def warm_up(model: MetricModel) -> None:
     if probs.shape != (len(encoded.windows), labels):
         raise ValueError(f"the model gives outputs of shape {probs.shape[1:]} for {labels} labels")
     model.finish(encoded, probs)
+    return encoded.windows[0]
+
+
+def calibrate_batches(model: MetricModel, window: Window, settings: BatchingSettings) -> BatchCalibration:
+    """Time the model at growing batches of rows `calibration_tokens` long; choose the row cap."""
+    tokens = min(settings.calibration_tokens, model.spec.max_tokens)
+    max_rows = max(1, min(settings.max_batch_rows, settings.max_batch_tokens // tokens))
+    return calibrate(
+        model.forward, window.stretched(tokens), max_rows=max_rows, min_gain=settings.min_batch_gain
+    )
 
 
 class MetricRegistry:
@@ -191,20 +209,31 @@ class MetricRegistry:
             model = await asyncio.to_thread(
                 MetricModel, artifact, intra_op_threads=self.settings.intra_op_threads
             )
-            await asyncio.to_thread(warm_up, model)
+            window = await asyncio.to_thread(warm_up, model)
+            batching = self.settings.batching
+            calibration = None
+            limits = batching.limits()
+            if batching.calibrate:
+                calibration = await asyncio.to_thread(calibrate_batches, model, window, batching)
+                limits = dataclasses.replace(limits, max_batch_rows=calibration.max_batch_rows)
+                log.info(
+                    "%s/%s: batches capped at %d rows (rows/s at %d tokens by batch rows: %s)",
+                    metric, version, calibration.max_batch_rows, calibration.tokens,
+                    ", ".join(f"{r}: {v:.1f}" for r, v in calibration.rows_per_s().items()),
+                )  # fmt: skip
         except Exception as exc:  # ORT, tokenizers and numpy raise their own types
             raise ArtifactError(f"{folder}: cannot load: {type(exc).__name__}: {exc}") from None
         runner = ThreadRunner(model.forward, f"{metric}-{version}")
         scheduler = BatchScheduler(
             runner,
             clock=self.clock,
-            limits=self.settings.batching.limits(),
+            limits=limits,
             admission=self.settings.admission.limits(),
             observer=self.metrics.observer(metric),
             name=f"{metric}/{version}",
         )
         scheduler.start()
-        return LoadedMetric(model, scheduler)
+        return LoadedMetric(model, scheduler, calibration)
 
     async def activate(self, metric: str, version: str) -> LoadedMetric:
         """Serve `version` of `metric`; the old version drains. Raises and keeps the old on failure."""
@@ -214,7 +243,10 @@ class MetricRegistry:
                 return old
             new = await self._load(metric, version)
             self.active[metric] = new
-            self.metrics.set_active_version(metric, version, old.spec.version if old else None)
+            self.metrics.set_active_version(
+                metric, version, old.spec.version if old else None,
+                max_batch_rows=new.scheduler.limits.max_batch_rows,
+            )  # fmt: skip
             log.info("serving %s version %s", metric, version)
             if old is not None:
                 old.scheduler.observer = NullObserver()  # the gauges now speak for the new version

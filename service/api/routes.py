@@ -35,7 +35,13 @@ from service.batching.scheduler import (
     RequestTooLargeError,
 )
 from service.metrics import TRAFFIC_CLASS
-from service.registry import InvalidItemError, MetricNotFoundError, MetricRegistry, ScoredItems
+from service.registry import (
+    InvalidItemError,
+    LoadedMetric,
+    MetricNotFoundError,
+    MetricRegistry,
+    ScoredItems,
+)
 from service.runtime.artifact import ArtifactError
 from service.state import AppState
 
@@ -98,7 +104,7 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 
 
 async def _score_one(
-    state: AppState, metric: str, body: ScoreRequest, key_class: str | None, deadline: float
+    state: AppState, metric: str, body: ScoreRequest, key_class: str | None, arrived: float, deadline: float
 ) -> ScoredItems:
     registry = state.registry
     priority: Priority | None = None
@@ -107,12 +113,11 @@ async def _score_one(
         cls = _traffic_class(state, body, key_class, metric)
         priority = Priority.GUARDRAIL if cls == "guardrail" else Priority.OBSERVABILITY
         items = [item.model_dump() for item in body.items]
-        started = state.clock.now()
         try:
             scored = await registry.score(metric, items, priority, deadline)
         finally:
             state.metrics.request_duration.labels(metric, TRAFFIC_CLASS[priority]).observe(
-                state.clock.now() - started
+                state.clock.now() - arrived
             )
     except MetricNotFoundError as exc:
         raise e.NotFoundError(str(exc)) from None
@@ -164,12 +169,19 @@ def _traffic_class(state: AppState, body: ScoreRequest, key_class: str | None, m
     return loaded.spec.use_case if loaded else "observability"
 
 
-def _deadline(state: AppState, body: ScoreRequest, classes: list[str]) -> float:
-    """One deadline: the request's timeout, else the tightest default of the classes involved."""
+def _deadline(state: AppState, body: ScoreRequest, classes: list[str], arrived: float) -> float:
+    """One deadline, counted from the request's arrival: its timeout, else the tightest default of
+    the classes involved."""
     d = state.settings.deadlines
     defaults = [d.guardrail_timeout_ms if c == "guardrail" else d.observability_timeout_ms for c in classes]
     timeout_ms = min(body.timeout_ms or min(defaults), d.max_timeout_ms)
-    return state.clock.now() + timeout_ms / 1000
+    return arrived + timeout_ms / 1000
+
+
+def _arrived(request: Request) -> float:
+    """When the request's headers were read (RequestContextMiddleware), on the app's clock."""
+    arrived: float = request.state.arrived_s
+    return arrived
 
 
 def _results(scored: ScoredItems) -> list[ItemResult]:
@@ -198,8 +210,11 @@ async def score_metric(
     if len(body.items) > state.settings.limits.max_items:
         raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {state.settings.limits.max_items}")
     key_class = key.traffic_class if key else None
-    deadline = _deadline(state, body, [_traffic_class(state, body, key_class, metric)])
-    scored = await _unless_client_leaves(request, _score_one(state, metric, body, key_class, deadline))
+    arrived = _arrived(request)
+    deadline = _deadline(state, body, [_traffic_class(state, body, key_class, metric)], arrived)
+    scored = await _unless_client_leaves(
+        request, _score_one(state, metric, body, key_class, arrived, deadline)
+    )
     queue_ms, infer_ms = scored.queued_s * 1000, scored.inference_s * 1000
     response.headers["X-Queue-Time-Ms"] = f"{queue_ms:.2f}"
     response.headers["X-Inference-Time-Ms"] = f"{infer_ms:.2f}"
@@ -226,12 +241,16 @@ async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreRes
     if len(set(body.metrics)) != len(body.metrics):
         raise e.InvalidItemsError("a metric is named twice")
     key_class = key.traffic_class if key else None
-    deadline = _deadline(state, body, [_traffic_class(state, body, key_class, m) for m in body.metrics])
+    arrived = _arrived(request)
+    classes = [_traffic_class(state, body, key_class, m) for m in body.metrics]
+    deadline = _deadline(state, body, classes, arrived)
 
     async def one(metric: str) -> MetricOutcome:
         remaining = deadline - state.clock.now()
         try:
-            scored = await asyncio.wait_for(_score_one(state, metric, body, key_class, deadline), remaining)
+            scored = await asyncio.wait_for(
+                _score_one(state, metric, body, key_class, arrived, deadline), remaining
+            )
         except TimeoutError:
             late = e.OverloadedError("no answer before the deadline", reason="expired", retry_after_s=1)
             return MetricOutcome(metric=metric, status="deadline_exceeded", problem=late.problem(None))
@@ -279,8 +298,10 @@ async def get_metric(metric: str, request: Request) -> MetricDetail:
     summary = _summary(registry, metric, versions)
     detail: dict[str, Any] = {}
     if summary.active_version:
-        manifest = registry.get(metric).model.artifact.manifest
+        loaded = registry.get(metric)
+        manifest = loaded.model.artifact.manifest
         detail = {
+            "batching": _batching(loaded),
             "spec": manifest.spec.model_dump(mode="json"),
             "parity": manifest.parity,
             "quality": manifest.quality,
@@ -288,6 +309,21 @@ async def get_metric(metric: str, request: Request) -> MetricDetail:
             "files": {name: digest.model_dump() for name, digest in manifest.files.items()},
         }
     return MetricDetail(**summary.model_dump(), **detail)
+
+
+def _batching(loaded: LoadedMetric) -> dict[str, Any]:
+    limits, calibration = loaded.scheduler.limits, loaded.calibration
+    return {
+        "max_batch_rows": limits.max_batch_rows,
+        "max_batch_tokens": limits.max_batch_tokens,
+        "calibration": None
+        if calibration is None
+        else {
+            "tokens": calibration.tokens,
+            "min_gain": calibration.min_gain,
+            "rows_per_s": {str(r): round(v, 2) for r, v in calibration.rows_per_s().items()},
+        },
+    }
 
 
 # -- admin -----------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ class MetricDetail(MetricSummary):
     quality: dict[str, Any] | None = None
     evidence: dict[str, Any] | None = None
     files: dict[str, Any] | None = Field(None, description="sha256 and size of each artifact file served.")
+    batching: dict[str, Any] | None = Field(
+        None, description="Batch limits of the serving version and the calibration that chose its row cap."
+    )
 
 
 class ActivateRequest(BaseModel):

@@ -85,7 +85,13 @@ def decide(
     observability_budget = limits.max_batch_tokens
     if guardrail_active:
         observability_budget = min(observability_budget, limits.guardrail_active_batch_tokens)
-    batch = fill_batch(live[: limits.lookahead_rows], limits, observability_budget)
+    batch = fill_batch(
+        live[: limits.lookahead_rows],
+        limits,
+        observability_budget,
+        now=now,
+        cost_per_token_s=cost_per_token_s,
+    )
     if model_was_idle and len(batch) == len(live) and _has_room(batch, limits):
         hold_until = min(e.arrived for e in live) + limits.max_wait_s
         if now < hold_until:
@@ -100,13 +106,20 @@ def _has_room(batch: Sequence[Entry], limits: BatchLimits) -> bool:
 
 
 def fill_batch(
-    candidates: Sequence[Entry], limits: BatchLimits, observability_budget: int | None = None
+    candidates: Sequence[Entry],
+    limits: BatchLimits,
+    observability_budget: int | None = None,
+    *,
+    now: float = 0.0,
+    cost_per_token_s: float = 0.0,
 ) -> list[Entry]:
     """The most urgent entry, then the closest lengths that fit, own priority class first.
 
     Guardrail rows may fill the batch to `max_batch_tokens` padded tokens; observability rows
     only while it stays within `observability_budget` (lower while guardrail traffic flows).
-    The anchor always runs, even if it alone exceeds the budget.
+    A row joins only if the batch, estimated at `cost_per_token_s` per real token, would still
+    finish before every member's deadline: company must not make the anchor late. The anchor
+    always runs, even if it alone exceeds the budget.
     """
     budget = limits.max_batch_tokens
     obs_budget = budget if observability_budget is None else observability_budget
@@ -116,7 +129,7 @@ def fill_batch(
         candidates[1:],
         key=lambda e: (e.priority, abs(e.tokens - anchor.tokens), e.deadline),
     )
-    longest = anchor.tokens
+    longest, real, due = anchor.tokens, anchor.tokens, anchor.deadline
     for entry in rest:
         if len(chosen) >= limits.max_batch_rows:
             break
@@ -124,6 +137,8 @@ def fill_batch(
         cap = budget if entry.priority == Priority.GUARDRAIL else obs_budget
         if (len(chosen) + 1) * new_longest > cap:
             continue
+        if now + (real + entry.tokens) * cost_per_token_s >= min(due, entry.deadline):
+            continue
         chosen.append(entry)
-        longest = new_longest
+        longest, real, due = new_longest, real + entry.tokens, min(due, entry.deadline)
     return chosen

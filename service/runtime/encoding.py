@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import InputField, LongInputMode, MetricSpec
 
 SEGMENT_JOINER = "\n"
 MIN_CONTEXT_TOKENS = 32  # a window narrower than this cannot show support; reject instead
+INLINE_TOKENIZE_TEXTS = 64  # up to this many texts are tokenised in the caller's thread
 
 
 class ItemTooLongError(ValueError):
@@ -35,6 +36,13 @@ class Window:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
+
+    def stretched(self, tokens: int) -> Window:
+        """This window's ids repeated to `tokens` long: a row of a chosen length, for timing."""
+        reps = -(-tokens // len(self))
+        return Window(
+            input_ids=np.tile(self.input_ids, reps)[:tokens], token_type_ids=np.zeros(tokens, np.int64)
+        )
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ class PairEncoder:
         pair = self.spec.text_pair
         firsts = [segment_text(it, pair.first) for it in items]
         seconds = [segment_text(it, pair.second) for it in items] if pair.second else []
-        encoded = self.tokenizer.encode_batch(firsts + seconds, add_special_tokens=False)
+        encoded = self._tokenize(firsts + seconds)
         n = len(items)
         results: list[EncodedItem | ItemTooLongError] = []
         for i in range(n):
@@ -167,6 +175,18 @@ class PairEncoder:
             except ItemTooLongError as exc:
                 results.append(exc)
         return results
+
+    def _tokenize(self, texts: list[str]) -> list[Encoding]:
+        """Token ids of each text, in the calling thread for a few texts.
+
+        `encode_batch` hands the texts to a Rayon pool and waits for it: on a CPU shared with
+        inference that hand-off waits for the scheduler to run the pool's thread, costing a
+        request milliseconds for under a millisecond of work. Large batches (offline) still
+        go to the pool, where the parallelism pays.
+        """
+        if len(texts) <= INLINE_TOKENIZE_TEXTS:
+            return [self.tokenizer.encode(text, add_special_tokens=False) for text in texts]
+        return list(self.tokenizer.encode_batch(texts, add_special_tokens=False))
 
     def _single(self, a: np.ndarray, index: int) -> EncodedItem:
         prefix, suffix = self.template.single

@@ -124,6 +124,22 @@ async def test_api_lists_metrics_and_details(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/metrics/nope")).status_code == 404
 
 
+async def test_api_batch_row_cap_is_calibrated_and_reported(repository: Path) -> None:
+    batching = BatchingSettings(max_batch_tokens=1024, max_batch_rows=16, calibration_tokens=64)
+    async for c in started(create_app(Settings(repository=repository, batching=batching))):
+        detail = (await c.get("/v1/metrics/context_adherence")).json()["batching"]
+        calibration = detail["calibration"]
+        assert calibration["tokens"] == 64 and list(calibration["rows_per_s"]) == ["1", "2", "4", "8", "16"]
+        assert detail["max_batch_rows"] in (1, 2, 4, 8, 16) and detail["max_batch_tokens"] == 1024
+        scrape = (await c.get("/metrics")).text
+        limit = f'lunaserve_batch_rows_limit{{metric="context_adherence"}} {float(detail["max_batch_rows"])}'
+        assert limit in scrape
+    fixed = BatchingSettings(max_batch_rows=3, calibrate=False)
+    async for c in started(create_app(Settings(repository=repository, batching=fixed))):
+        detail = (await c.get("/v1/metrics/context_adherence")).json()["batching"]
+        assert detail["calibration"] is None and detail["max_batch_rows"] == 3
+
+
 async def test_api_probes_and_prometheus(client: httpx.AsyncClient) -> None:
     assert (await client.get("/livez")).json()["status"] == "ok"
     ready = await client.get("/readyz")

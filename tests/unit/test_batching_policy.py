@@ -78,3 +78,15 @@ def test_policy_caps_observability_batches_while_guardrail_is_active() -> None:
     )
     small_guard = [entry(90, 50, GUARD), *queue]
     assert decide(0.0, small_guard, limits, model_was_idle=False, guardrail_active=True).run == (90, 0)
+
+
+def test_policy_company_never_makes_a_batch_member_late() -> None:
+    # at 1 ms a token: the anchor (50 tokens, due in 80 ms) can take one 20-token row (70 ms),
+    # not a second (90 ms); a roomy entry still joins when the batch stays within every deadline
+    limits = BatchLimits(max_batch_tokens=10_000, max_batch_rows=8, max_wait_s=0)
+    queue = [entry(1, 50, deadline=10.08), entry(2, 20, deadline=11.0), entry(3, 20, deadline=11.0)]
+    decision = decide(10.0, queue, limits, model_was_idle=False, cost_per_token_s=0.001)
+    assert decision == Decision(run=(1, 2))
+    # nor may a row join that would itself finish late in the batch
+    queue = [entry(1, 50, deadline=11.0), entry(2, 20, deadline=10.065)]
+    assert decide(10.0, queue, limits, model_was_idle=False, cost_per_token_s=0.001).run == (1,)

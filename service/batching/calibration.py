@@ -1,0 +1,82 @@
+"""The row cap at which batching stops paying, measured on this machine when a model loads.
+
+Whether a bigger batch is cheaper per row depends on the CPU, the thread count and the model,
+and it decides whether batching helps latency or hurts it: on one core of the project's
+machines batch 1 was the fastest per row and batches of 8 cost more per row, so a queue
+drained in batches of 8 made every request wait for seven others and served fewer per second
+(docs/benchmarks.md). So when a model loads its forward pass is timed at 1, 2, 4, ... rows
+of one typical length, and batches are capped at the largest size that still earns its
+latency: each step up must raise throughput by `min_gain` over the size chosen so far.
+
+The measurement takes the fastest of a few repeats per size, which is robust to a busy
+neighbour; it knows only a `predict` callable, windows and a timer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from service.runtime.encoding import Window
+
+Predict = Callable[[Sequence[Window]], object]
+
+
+@dataclass(frozen=True)
+class BatchCalibration:
+    """What was measured and what it chose; reported in the logs and by GET /v1/metrics/{metric}."""
+
+    tokens: int  # the length of every row measured
+    seconds_by_rows: dict[int, float]  # fastest whole forward pass at each row count
+    min_gain: float
+    max_batch_rows: int  # the chosen cap
+
+    def rows_per_s(self) -> dict[int, float]:
+        return {rows: rows / s for rows, s in self.seconds_by_rows.items()}
+
+
+def row_counts(max_rows: int) -> list[int]:
+    """1, 2, 4, ... up to `max_rows`, which is always included."""
+    counts, rows = [], 1
+    while rows < max_rows:
+        counts.append(rows)
+        rows *= 2
+    return [*counts, max_rows]
+
+
+def choose_max_rows(seconds_by_rows: Mapping[int, float], min_gain: float) -> int:
+    """The largest row count each of whose steps up from the size chosen before paid `min_gain`."""
+    chosen = min(seconds_by_rows)
+    for rows in sorted(seconds_by_rows):
+        if rows / seconds_by_rows[rows] >= (1 + min_gain) * chosen / seconds_by_rows[chosen]:
+            chosen = rows
+    return chosen
+
+
+def calibrate(
+    predict: Predict,
+    window: Window,
+    *,
+    max_rows: int,
+    min_gain: float,
+    repeats: int = 3,
+    timer: Callable[[], float] = time.perf_counter,
+) -> BatchCalibration:
+    """Time `predict` on 1, 2, 4, ... copies of `window` up to `max_rows` and choose the cap."""
+    seconds: dict[int, float] = {}
+    for rows in row_counts(max_rows):
+        batch = [window] * rows
+        predict(batch)  # the first pass at a new shape allocates; do not count it
+        best = float("inf")
+        for _ in range(repeats):
+            start = timer()
+            predict(batch)
+            best = min(best, timer() - start)
+        seconds[rows] = max(best, 1e-9)
+    return BatchCalibration(
+        tokens=len(window),
+        seconds_by_rows=seconds,
+        min_gain=min_gain,
+        max_batch_rows=choose_max_rows(seconds, min_gain),
+    )
