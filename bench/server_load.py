@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.queue_model import highest_rate_within  # noqa: E402
 from bench.runtime_latency import item_of_tokens  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
@@ -69,15 +70,21 @@ def length_mix(model: MetricModel, lengths: list[int], seed: int = 0) -> list[di
     return [cache[rng.choice(lengths)] for _ in range(512)]
 
 
-def offline_ceiling(model: MetricModel, items: list[dict[str, str]]) -> dict[str, float]:
-    """Items/s of the runtime alone at the best of a few batch sizes (length-sorted batches)."""
+def offline_ceiling(model: MetricModel, items: list[dict[str, str]]) -> dict[str, object]:
+    """Items/s of the runtime alone at the best of a few batch sizes (length-sorted batches),
+    and each item's own time alone (the service times of the ideal queue)."""
     best: dict[str, float] = {}
     for rows in (1, 4, 8, 16, 32):
         model.score(items[:64], max_batch_rows=rows, max_batch_tokens=rows * 512)
         start = time.perf_counter()
         model.score(items[:256], max_batch_rows=rows, max_batch_tokens=rows * 512)
         best[str(rows)] = 256 / (time.perf_counter() - start)
-    return {"best_items_per_s": max(best.values()), "by_batch_rows": best}
+    service_s = []
+    for item in items[:256]:
+        start = time.perf_counter()
+        model.score([item])
+        service_s.append(time.perf_counter() - start)
+    return {"best_items_per_s": max(best.values()), "by_batch_rows": best, "service_s": service_s}
 
 
 async def open_loop(
@@ -144,7 +151,7 @@ async def capacity_search(
 ) -> list[RunResult]:
     """Rates from 30% to 110% of the ceiling; the answer is the highest whose p99 <= 100 ms."""
     runs = []
-    for share in (0.3, 0.5, 0.65, 0.75, 0.85, 0.95, 1.05):
+    for share in (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.75, 0.85, 0.95, 1.05):
         run = await open_loop(url, items, ceiling * share, step_s, traffic_class="observability",
                               timeout_ms=30_000, seed=int(share * 100))  # fmt: skip
         runs.append(run)
@@ -198,7 +205,11 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         os.sched_setaffinity(0, {int(server_cpus)})
     mixes = {"64-256": length_mix(model, [64, 96, 128, 192, 256]), "512": length_mix(model, [512])}
     ceilings = {name: offline_ceiling(model, items) for name, items in mixes.items()}
+    service_s = np.asarray(ceilings["64-256"].pop("service_s"))
+    ceilings["512"].pop("service_s")
     print("offline ceiling:", json.dumps(ceilings), flush=True)
+    ideal = highest_rate_within(service_s, SLO_P99_S)
+    print(f"ideal FIFO queue on the runtime's own service times: {ideal:.1f} req/s within p99 100 ms")
     if client_cpus:
         os.sched_setaffinity(0, {int(client_cpus)})
     del model
@@ -207,7 +218,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     url = f"http://127.0.0.1:{port}"
     try:
         mix = mixes["64-256"]
-        ceiling = ceilings["64-256"]["best_items_per_s"]
+        ceiling = float(ceilings["64-256"]["best_items_per_s"])  # type: ignore[arg-type]
         runs = await capacity_search(url, mix, ceiling, args.step_s)
         within = [
             r for r in runs if r.p(99) <= SLO_P99_S * 1000 and r.other_errors == 0 and r.rejected_503 == 0
@@ -228,6 +239,12 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "capacity_runs": [r.summary() for r in runs],
         "sustainable_rps_p99_100ms": sustainable,
         "sustainable_over_ceiling": sustainable / ceiling,
+        "ideal_queue": {
+            "rate_p99_100ms": ideal,
+            "over_ceiling": ideal / ceiling,
+            "mean_service_ms": float(service_s.mean() * 1000),
+            "server_over_ideal": sustainable / ideal,
+        },
         "guardrail_isolation": isolation,
         "overload_2x": over,
         "padding_fraction": padding,

@@ -97,6 +97,13 @@ class DeadlineSettings(BaseModel):
         10_000, gt=0, description="Deadline of an observability request that states none."
     )
     max_timeout_ms: float = Field(60_000, gt=0, description="Largest timeout_ms a client may ask for.")
+    response_allowance_ms: float = Field(
+        10,
+        ge=0,
+        description="Kept back from every deadline for sending the answer: inference must end this much"
+        " earlier (at most half the timeout), so an accepted answer reaches the client in time;"
+        " higher sheds a little more under overload.",
+    )
 
 
 class LimitSettings(BaseModel):

@@ -170,12 +170,12 @@ def _traffic_class(state: AppState, body: ScoreRequest, key_class: str | None, m
 
 
 def _deadline(state: AppState, body: ScoreRequest, classes: list[str], arrived: float) -> float:
-    """One deadline, counted from the request's arrival: its timeout, else the tightest default of
-    the classes involved."""
+    """When inference must be done: the request's timeout (else the tightest default of the
+    classes involved) counted from its arrival, less the allowance for sending the answer."""
     d = state.settings.deadlines
     defaults = [d.guardrail_timeout_ms if c == "guardrail" else d.observability_timeout_ms for c in classes]
     timeout_ms = min(body.timeout_ms or min(defaults), d.max_timeout_ms)
-    return arrived + timeout_ms / 1000
+    return arrived + max(timeout_ms - d.response_allowance_ms, timeout_ms / 2) / 1000
 
 
 def _arrived(request: Request) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,9 +15,19 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from models.repository import publish_entry
+from service.api.routes import _deadline
+from service.api.schemas import ScoreRequest
 from service.app import create_app
 from service.batching.clock import FakeClock
-from service.config import AdmissionSettings, ApiKey, AuthSettings, BatchingSettings, LimitSettings, Settings
+from service.config import (
+    AdmissionSettings,
+    ApiKey,
+    AuthSettings,
+    BatchingSettings,
+    DeadlineSettings,
+    LimitSettings,
+    Settings,
+)
 from tests.conftest import counting_spec
 from tests.tiny_models import build_word_tokenizer, expected_score, write_counting_artifact
 
@@ -354,3 +365,14 @@ async def test_api_activate_refuses_paths_and_unloadable_models(repository: Path
         broken = await client.post(url, json={"version": "2"}, headers=admin)
         assert broken.status_code == 422 and "cannot load" in broken.json()["detail"]
         assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "1"
+
+
+def test_api_deadline_counts_from_arrival_and_keeps_the_response_allowance() -> None:
+    deadlines = DeadlineSettings(guardrail_timeout_ms=200, response_allowance_ms=10)
+    state: Any = SimpleNamespace(settings=SimpleNamespace(deadlines=deadlines))
+    stated = ScoreRequest.model_validate({"items": [item("good")], "timeout_ms": 500})
+    assert _deadline(state, stated, ["observability"], arrived=100.0) == pytest.approx(100.49)
+    default = ScoreRequest.model_validate({"items": [item("good")]})
+    assert _deadline(state, default, ["guardrail", "observability"], arrived=5.0) == pytest.approx(5.19)
+    tight = ScoreRequest.model_validate({"items": [item("good")], "timeout_ms": 12})
+    assert _deadline(state, tight, ["guardrail"], arrived=0.0) == pytest.approx(0.006)  # half, at most

@@ -1,0 +1,38 @@
+"""What an ideal server could do: a single FIFO queue fed by Poisson arrivals, no HTTP, no overhead.
+
+The rate a server can sustain within a p99 budget is bounded by queueing, not only by the
+model's speed: at utilisation rho the wait of an M/G/1 queue grows like rho / (1 - rho) times
+the mean service time, and its tail far faster than its median. Simulating that queue with the
+runtime's own measured per-item service times gives the best any one-model-at-a-time server
+could reach, so the benchmark can say how much of the gap to the offline ceiling is queueing
+(ideal / ceiling) and how much is the server (server / ideal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fifo_p99_s(service_s: np.ndarray, rate: float, *, arrivals: int = 20_000, seed: int = 0) -> float:
+    """p99 time in system (wait + service) of a FIFO single server at `rate` arrivals/s."""
+    rng = np.random.default_rng(seed)
+    arrive = np.cumsum(rng.exponential(1 / rate, arrivals))
+    service = rng.choice(service_s, arrivals)
+    done = np.empty(arrivals)
+    free_at = 0.0
+    for i in range(arrivals):  # Lindley's recursion
+        free_at = max(free_at, arrive[i]) + service[i]
+        done[i] = free_at
+    return float(np.percentile(done - arrive, 99))
+
+
+def highest_rate_within(service_s: np.ndarray, p99_budget_s: float, *, tolerance: float = 0.005) -> float:
+    """The largest Poisson rate whose simulated p99 stays within the budget (bisection)."""
+    low, high = 0.0, 1 / float(np.mean(service_s))  # utilisation 1: the queue never settles
+    while high - low > tolerance * high:
+        mid = (low + high) / 2
+        if fifo_p99_s(service_s, mid) <= p99_budget_s:
+            low = mid
+        else:
+            high = mid
+    return low
