@@ -1,18 +1,25 @@
-"""Starts `lunaserve serve` for a sign-off when no URL is given, and stops it afterwards."""
+"""A local `lunaserve serve` subprocess: started, awaited on /readyz, stopped by SIGTERM.
+
+The one launcher for the sign-off (when no URL is given), the end-to-end tests and the
+benchmark, so all three start the server the way a user does.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import requests
 
-from loadtest.placement import Placement, pin
+from loadtest.placement import Placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,42 +35,45 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """A `lunaserve serve` subprocess on 127.0.0.1, pinned to the server's CPUs."""
+    """`lunaserve serve` on 127.0.0.1 at a free port, optionally pinned to `cpus` (taskset)."""
 
     def __init__(
         self,
         repository: Path,
-        placement: Placement,
         log_path: Path,
-        extra_args: list[str] | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        cpus: Sequence[int] = (),
+        threads: int = 1,
+        env: dict[str, str] | None = None,
         start_timeout_s: float = 120,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
+        self.env = {**os.environ, **(env or {})}
+        pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus and shutil.which("taskset") else []
         self.command = [
-            *pin(placement.server_cpus, placement),
-            sys.executable,
-            "-m",
-            "lunaserve.cli",
-            "serve",
-            "--repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--intra_op_threads",
-            str(placement.server_threads),
-            *(extra_args or []),
-        ]
+            *pin, sys.executable, "-m", "lunaserve.cli", "serve", "--repository", str(repository),
+            "--host", "127.0.0.1", "--port", str(self.port), "--intra_op_threads", str(threads),
+            *extra_args,
+        ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def placed(
+        cls, repository: Path, placement: Placement, log_path: Path, extra_args: Sequence[str] = ()
+    ) -> LocalServer:
+        """On the placement's server CPUs, one ONNX Runtime thread per CPU."""
+        cpus = placement.server_cpus if placement.pinned else ()
+        return cls(repository, log_path, extra_args, cpus=cpus, threads=placement.server_threads)
+
     def start(self) -> LocalServer:
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it; closed on stop
-        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -75,7 +85,7 @@ class LocalServer:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.2)  # start-up poll
+            time.sleep(0.1)  # start-up poll only
         self.stop()
         raise ServerStartError(
             f"the server was not ready after {self.start_timeout_s:g}s:\n{self.log_tail()}"
@@ -87,15 +97,18 @@ class LocalServer:
         except OSError:
             return ""
 
-    def stop(self, timeout_s: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+    def stop(self, timeout_s: float = 30) -> int | None:
+        """SIGTERM (the server drains, then exits), killed after `timeout_s`; the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
 
     def __enter__(self) -> LocalServer:
         return self.start()

@@ -321,7 +321,9 @@ class Signoff:
             url = self.o.url
             if url is None:
                 repository = self.o.repository or DEFAULT_REPOSITORY
-                server = LocalServer(repository, placement, self.out / "server.log", self.o.server_args)
+                server = LocalServer.placed(
+                    repository, placement, self.out / "server.log", self.o.server_args
+                )
                 self.say(f"starting lunaserve serve --repository {repository}: {placement.describe()}")
                 url = server.start().url
             url = url.rstrip("/")

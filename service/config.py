@@ -6,6 +6,7 @@ Nested groups map to `LUNASERVE_BATCHING__MAX_BATCH_TOKENS=...` in the environme
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -104,6 +105,16 @@ class DeadlineSettings(BaseModel):
         " earlier (at most half the timeout), so an accepted answer reaches the client in time;"
         " higher sheds a little more under overload.",
     )
+
+    def deadline(self, arrived: float, timeout_ms: float | None, classes: Sequence[str]) -> float:
+        """When inference must be done, on the clock of `arrived`: the stated timeout (else the
+        tightest default of the traffic classes involved, capped at max_timeout_ms) counted from
+        arrival, less the response allowance (which never takes more than half the timeout)."""
+        default = min(
+            self.guardrail_timeout_ms if c == "guardrail" else self.observability_timeout_ms for c in classes
+        )
+        ms = min(timeout_ms or default, self.max_timeout_ms)
+        return arrived + max(ms - self.response_allowance_ms, ms / 2) / 1000
 
 
 class LimitSettings(BaseModel):

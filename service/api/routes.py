@@ -14,6 +14,8 @@ from service.api import errors as e
 from service.api.auth import require_admin, scoring_key
 from service.api.schemas import (
     ActivateRequest,
+    BatchCalibrationInfo,
+    BatchingInfo,
     Health,
     ItemResult,
     MetricDetail,
@@ -169,15 +171,6 @@ def _traffic_class(state: AppState, body: ScoreRequest, key_class: str | None, m
     return loaded.spec.use_case if loaded else "observability"
 
 
-def _deadline(state: AppState, body: ScoreRequest, classes: list[str], arrived: float) -> float:
-    """When inference must be done: the request's timeout (else the tightest default of the
-    classes involved) counted from its arrival, less the allowance for sending the answer."""
-    d = state.settings.deadlines
-    defaults = [d.guardrail_timeout_ms if c == "guardrail" else d.observability_timeout_ms for c in classes]
-    timeout_ms = min(body.timeout_ms or min(defaults), d.max_timeout_ms)
-    return arrived + max(timeout_ms - d.response_allowance_ms, timeout_ms / 2) / 1000
-
-
 def _arrived(request: Request) -> float:
     """When the request's headers were read (RequestContextMiddleware), on the app's clock."""
     arrived: float = request.state.arrived_s
@@ -211,7 +204,8 @@ async def score_metric(
         raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {state.settings.limits.max_items}")
     key_class = key.traffic_class if key else None
     arrived = _arrived(request)
-    deadline = _deadline(state, body, [_traffic_class(state, body, key_class, metric)], arrived)
+    classes = [_traffic_class(state, body, key_class, metric)]
+    deadline = state.settings.deadlines.deadline(arrived, body.timeout_ms, classes)
     scored = await _unless_client_leaves(
         request, _score_one(state, metric, body, key_class, arrived, deadline)
     )
@@ -243,7 +237,7 @@ async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreRes
     key_class = key.traffic_class if key else None
     arrived = _arrived(request)
     classes = [_traffic_class(state, body, key_class, m) for m in body.metrics]
-    deadline = _deadline(state, body, classes, arrived)
+    deadline = state.settings.deadlines.deadline(arrived, body.timeout_ms, classes)
 
     async def one(metric: str) -> MetricOutcome:
         remaining = deadline - state.clock.now()
@@ -311,19 +305,19 @@ async def get_metric(metric: str, request: Request) -> MetricDetail:
     return MetricDetail(**summary.model_dump(), **detail)
 
 
-def _batching(loaded: LoadedMetric) -> dict[str, Any]:
+def _batching(loaded: LoadedMetric) -> BatchingInfo:
     limits, calibration = loaded.scheduler.limits, loaded.calibration
-    return {
-        "max_batch_rows": limits.max_batch_rows,
-        "max_batch_tokens": limits.max_batch_tokens,
-        "calibration": None
+    return BatchingInfo(
+        max_batch_rows=limits.max_batch_rows,
+        max_batch_tokens=limits.max_batch_tokens,
+        calibration=None
         if calibration is None
-        else {
-            "tokens": calibration.tokens,
-            "min_gain": calibration.min_gain,
-            "rows_per_s": {str(r): round(v, 2) for r, v in calibration.rows_per_s().items()},
-        },
-    }
+        else BatchCalibrationInfo(
+            tokens=calibration.tokens,
+            min_gain=calibration.min_gain,
+            rows_per_s={str(r): round(v, 2) for r, v in calibration.rows_per_s().items()},
+        ),
+    )
 
 
 # -- admin -----------------------------------------------------------------------------------

@@ -95,13 +95,27 @@ class MetricList(BaseModel):
     metrics: list[MetricSummary]
 
 
+class BatchCalibrationInfo(BaseModel):
+    tokens: int = Field(description="Tokens per row of the timed batches.")
+    min_gain: float = Field(description="Throughput gain a step up in rows had to add to be taken.")
+    rows_per_s: dict[str, float] = Field(description="Measured rows per second, by rows per batch.")
+
+
+class BatchingInfo(BaseModel):
+    max_batch_rows: int = Field(description="Row cap of a batch: calibrated at load unless configured off.")
+    max_batch_tokens: int = Field(description="Token budget of a batch (padded length x rows).")
+    calibration: BatchCalibrationInfo | None = Field(
+        None, description="The timing that chose max_batch_rows; null when calibration is off."
+    )
+
+
 class MetricDetail(MetricSummary):
     spec: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     evidence: dict[str, Any] | None = None
     files: dict[str, Any] | None = Field(None, description="sha256 and size of each artifact file served.")
-    batching: dict[str, Any] | None = Field(
+    batching: BatchingInfo | None = Field(
         None, description="Batch limits of the serving version and the calibration that chose its row cap."
     )
 

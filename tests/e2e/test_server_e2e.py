@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.server import LocalServer
 from tests.conftest import counting_spec
-from tests.e2e.server import ServerProcess
 from tests.tiny_models import expected_score, write_counting_artifact
 
 SCORE = "/v1/metrics/context_adherence/score"
@@ -122,7 +122,7 @@ def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
 ) -> None:
     with (
         # batching as configured: the calibration could cap a tiny model's batches at one row
-        ServerProcess(busy_repository, tmp_path / "server.log", "--batching.calibrate", "false") as server,
+        LocalServer(busy_repository, tmp_path / "server.log", ["--batching.calibrate", "false"]) as server,
         Load(server.url, max_requests=300) as load,
     ):
         load.wait_for(lambda: False)  # until all 300 are sent
@@ -148,7 +148,7 @@ def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
 def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_path: Path) -> None:
     admin = {"Authorization": "Bearer admin-key"}
     env = {"LUNASERVE_AUTH__ADMIN_KEYS": json.dumps(["admin-key"])}
-    with ServerProcess(busy_repository, tmp_path / "server.log", env=env) as server:
+    with LocalServer(busy_repository, tmp_path / "server.log", env=env) as server:
         work = tmp_path / "v2"
         work.mkdir()
         write_counting_artifact(busy_repository, counting_spec(version="2"), work, busy_matmuls=BUSY)
@@ -161,7 +161,7 @@ def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_pat
             swapped_at = time.monotonic()
             load.wait_for(lambda: False)  # keep going until all 600 are sent
         assert swap.status_code == 200, swap.text
-        assert server.terminate() in CLEAN_EXIT
+        assert server.stop() in CLEAN_EXIT
     assert load.outcomes == Counter({"200": 600}), load.outcomes
     assert load.wrong_scores == 0
     seen = Counter(v for _, v in load.versions)
@@ -170,10 +170,10 @@ def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_pat
 
 
 def test_e2e_sigterm_finishes_every_accepted_request(busy_repository: Path, tmp_path: Path) -> None:
-    server = ServerProcess(busy_repository, tmp_path / "server.log")
+    server = LocalServer(busy_repository, tmp_path / "server.log")
     with server, Load(server.url, max_requests=2000, fresh_connections=True) as load:
         load.wait_for(lambda: load.outcomes["200"] >= 100)
-        exit_code = server.terminate()
+        exit_code = server.stop()
         load.stop.set()
     log = server.log_path.read_text()
     assert exit_code in CLEAN_EXIT and "drained and stopped" in log, log[-3000:]

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loadtest.server import ROOT, LocalServer
 from models.repository import record_quality
 from tests.conftest import counting_spec
-from tests.e2e.server import ROOT, ServerProcess
 from tests.tiny_models import write_counting_artifact
 
 BUSY = 64  # a few ms a batch: the counting model costs time like a small encoder
@@ -54,8 +54,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(workdir / "repo", workdir / "server.log") as running:
+def server(workdir: Path) -> Iterator[LocalServer]:
+    with LocalServer(workdir / "repo", workdir / "server.log") as running:
         yield running
 
 
@@ -125,7 +125,7 @@ def test_signoff_passes_and_exits_zero(workdir: Path, tmp_path: Path) -> None:
 
 
 def test_signoff_impossible_targets_fail_naming_the_requirement(
-    server: ServerProcess, workdir: Path, tmp_path: Path
+    server: LocalServer, workdir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     impossible = {
@@ -154,7 +154,7 @@ def test_signoff_impossible_targets_fail_naming_the_requirement(
     assert "| PASS | average: p99 latency |" in report
 
 
-def test_signoff_distributed_master_and_worker(server: ServerProcess, workdir: Path, tmp_path: Path) -> None:
+def test_signoff_distributed_master_and_worker(server: LocalServer, workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     req = requirements(tmp_path / "req.yaml")
     done = signoff(

@@ -6,7 +6,6 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -15,8 +14,6 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from models.repository import publish_entry
-from service.api.routes import _deadline
-from service.api.schemas import ScoreRequest
 from service.app import create_app
 from service.batching.clock import FakeClock
 from service.config import (
@@ -367,12 +364,20 @@ async def test_api_activate_refuses_paths_and_unloadable_models(repository: Path
         assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "1"
 
 
-def test_api_deadline_counts_from_arrival_and_keeps_the_response_allowance() -> None:
-    deadlines = DeadlineSettings(guardrail_timeout_ms=200, response_allowance_ms=10)
-    state: Any = SimpleNamespace(settings=SimpleNamespace(deadlines=deadlines))
-    stated = ScoreRequest.model_validate({"items": [item("good")], "timeout_ms": 500})
-    assert _deadline(state, stated, ["observability"], arrived=100.0) == pytest.approx(100.49)
-    default = ScoreRequest.model_validate({"items": [item("good")]})
-    assert _deadline(state, default, ["guardrail", "observability"], arrived=5.0) == pytest.approx(5.19)
-    tight = ScoreRequest.model_validate({"items": [item("good")], "timeout_ms": 12})
-    assert _deadline(state, tight, ["guardrail"], arrived=0.0) == pytest.approx(0.006)  # half, at most
+async def test_api_inference_budget_counts_from_arrival_less_the_response_allowance(repository: Path) -> None:
+    """A request too big for its time budget is refused with the budget left for inference: the
+    timeout from arrival less the 10 ms allowance, which never takes more than half of it."""
+    clock = FakeClock()  # never advances: the budget is all there is, and the cost stays the initial one
+    settings = Settings(repository=repository, deadlines=DeadlineSettings(response_allowance_ms=10))
+    async for client in started(create_app(settings, clock=clock)):
+        long_item = item("x", " ".join(["word"] * 400))  # 8 windows: ~50 ms at the initial cost
+        refused = {}
+        for timeout_ms in (40, 12):
+            body = {"items": [long_item], "timeout_ms": timeout_ms}
+            response = await client.post(SCORE, json=body)
+            assert response.status_code == 422, response.text
+            refused[timeout_ms] = response.json()["detail"].split("more than its ")[1]
+        assert refused == {
+            40: "30 ms timeout: raise timeout_ms or split it",
+            12: "6 ms timeout: raise timeout_ms or split it",  # the allowance takes half, at most
+        }
