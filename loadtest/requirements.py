@@ -123,7 +123,13 @@ class CapacitySearch(_Strict):
     """The step search for the highest QPS that stays within the peak latency budget."""
 
     enabled: bool = True
-    step_s: float = Field(10, gt=0, le=3600, description="Seconds judged per step.")
+    step_s: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Seconds judged per step: a p99 over fewer than ~500 answers swings widely near"
+        " capacity, so short steps pass rates that a longer stage at the same rate fails.",
+    )
     warmup_s: float = Field(2, ge=0, le=600, description="Unjudged seconds before each step.")
     growth: float = Field(1.5, gt=1, le=10, description="Rate multiplier while steps pass.")
     resolution: float = Field(
