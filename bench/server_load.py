@@ -66,7 +66,7 @@ class RunResult:
             return {}
         latency = np.asarray(self.latencies_ms)
         slow = latency >= np.percentile(latency, q)
-        queue, infer = (np.asarray([s[i] for s in self.server_ms])[slow] for i in (0, 1))
+        queue, infer = np.asarray(self.server_ms)[slow].T
         return {"queue_ms": round(float(queue.mean()), 2), "inference_ms": round(float(infer.mean()), 2),
                 "other_ms": round(float((latency[slow] - queue - infer).mean()), 2)}  # fmt: skip
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -52,4 +53,9 @@ def place(cpus: tuple[int, ...] | None = None) -> Placement:
 
 def pin(cpus: tuple[int, ...], placement: Placement) -> list[str]:
     """Command prefix that runs a process on `cpus` (nothing when not pinning)."""
-    return ["taskset", "-c", _cpus(cpus)] if placement.pinned else []
+    return taskset(cpus) if placement.pinned else []
+
+
+def taskset(cpus: Sequence[int]) -> list[str]:
+    """Command prefix that runs a process on `cpus`; nothing without CPUs or without taskset."""
+    return ["taskset", "-c", _cpus(tuple(cpus))] if cpus and shutil.which("taskset") else []

@@ -7,7 +7,6 @@ benchmark, so all three start the server the way a user does.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from types import TracebackType
 
 import requests
 
-from loadtest.placement import Placement
+from loadtest.placement import Placement, taskset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +52,8 @@ class LocalServer:
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.env = {**os.environ, **(env or {})}
-        pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus and shutil.which("taskset") else []
         self.command = [
-            *pin, sys.executable, "-m", "lunaserve.cli", "serve", "--repository", str(repository),
+            *taskset(cpus), sys.executable, "-m", "lunaserve.cli", "serve", "--repository", str(repository),
             "--host", "127.0.0.1", "--port", str(self.port), "--intra_op_threads", str(threads),
             *extra_args,
         ]  # fmt: skip
