@@ -48,12 +48,29 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
         wheel,
         args.out,
         seed=args.seed,
-        mix_source_rows=args.mix_source_rows,
+        train_contexts=args.train_contexts,
         sentence_pair_rows=args.sentence_pairs,
     )
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _task_counts(text: str) -> dict[str, int]:
+    """`qa=1200,dialogue=800` -> {"qa": 1200, "dialogue": 800}, with a clear error otherwise."""
+    from models.halueval import TASKS
+
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        task, _, number = part.partition("=")
+        if task not in TASKS or not number.isdigit() or int(number) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected TASK=N with TASK one of {', '.join(TASKS)} and N a positive count"
+            )
+        counts[task] = int(number)
+    if not counts:
+        raise argparse.ArgumentTypeError("name at least one TASK=N")
+    return counts
 
 
 def _cmd_base_fetch(args: argparse.Namespace) -> int:
@@ -97,6 +114,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         calibration_rows=args.calibration_rows,
         evidence_features=tuple(args.evidence),
+        threshold_from_eval=args.threshold_from_eval,
     )
     folder = export_to_repository(
         args.checkpoint,
@@ -153,10 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     halu.add_argument("--cache", type=Path, default=Path("build/downloads"))
     halu.add_argument("--seed", type=int, default=0)
     halu.add_argument(
-        "--mix-source-rows", type=int, default=2000, help="train-split contexts in qa_train_mix.csv"
+        "--train-contexts",
+        type=_task_counts,
+        default=None,
+        metavar="TASK=N,...",
+        help="train-split contexts per task in train.csv, each giving a supported and a hallucinated"
+        " row (default qa=1200,dialogue=1200,summarization=800; e.g. qa=2000 trains on QA alone)",
     )
     halu.add_argument(
-        "--sentence-pairs", type=int, default=0, help="length-matched synthetic pairs added to the mix"
+        "--sentence-pairs", type=int, default=0, help="length-matched synthetic QA sentence pairs added"
     )
     halu.set_defaults(handler=_cmd_data_halueval)
 
@@ -198,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         choices=[f.value for f in EvidenceFeature],
         help="evidence features to combine with the encoder (weights fitted on --eval)",
+    )
+    ex.add_argument(
+        "--threshold-from-eval",
+        action="store_true",
+        help="replace the spec's threshold by the one that maximises the lowest per-task accuracy on"
+        " --eval (tasks from its `source` column); recorded in the manifest with the rule",
     )
     ex.set_defaults(handler=_cmd_export)
 

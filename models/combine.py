@@ -1,7 +1,13 @@
 """Fitting an evidence combiner: the encoder's logit and evidence features -> logistic regression.
 
 The weights are learned on held-out rows (never the training rows the encoder saw), so how much
-a missing word counts against the encoder is measured, not guessed.
+a missing word counts against the encoder is measured, not guessed. The fit is constrained by
+what each input means: every evidence feature measures something the context lacks, so its
+weight may only count against support (<= 0), and the encoder's weight may only count for it
+(>= 0). Unconstrained, correlated features trade signs to fit one eval split's quirks (e.g. a
+positive weight on missing names that a second share cancels), and that does not transfer to
+other domains. scikit-learn's LogisticRegression has no bounds, so the L2-regularised log-loss
+is minimised with SciPy's L-BFGS-B, which takes them directly.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from scipy.optimize import minimize
 
 from service.runtime.evidence import EPSILON, EvidenceCombiner, EvidenceFeature, evidence_features
+
+L2 = 1.0  # inverse regularisation strength, as scikit-learn's C (per row)
 
 
 def fit_combiner(
@@ -22,11 +30,17 @@ def fit_combiner(
     features: Sequence[EvidenceFeature],
     *,
     fitted_on: str,
+    groups: Sequence[str] | None = None,
 ) -> EvidenceCombiner:
-    """Logistic regression of the label on [logit(p_encoder), *features] (L2, C=1)."""
+    """Sign-constrained logistic regression of the label on [logit(p_encoder), *features].
+
+    With `groups` (each row's task), every group weighs the same in the fit whatever its size,
+    as the threshold's rule does: a small group (e.g. full-sentence RAG-style pairs) is not
+    outvoted by the largest one.
+    """
     if not features:
         raise ValueError("name at least one evidence feature to combine")
-    truth = np.array([r["label"] == positive_label for r in rows])
+    truth = np.array([r["label"] == positive_label for r in rows], dtype=np.float64)
     if truth.all() or not truth.any():
         raise ValueError("fitting a combiner needs rows of both classes")
     table = np.array(
@@ -35,14 +49,39 @@ def fit_combiner(
             for p, r in zip(encoder_scores, rows, strict=True)
         ]
     )
-    fit = LogisticRegression(C=1.0, max_iter=1000).fit(table, truth)
-    weights = fit.coef_[0]
+    if groups is None:
+        row_weights = np.ones(len(truth))
+    else:
+        names = list(groups)
+        counts = {g: names.count(g) for g in set(names)}
+        row_weights = np.array([len(names) / (len(counts) * counts[g]) for g in names])
+    weights, bias = _constrained_logistic(table, truth, row_weights)
     return EvidenceCombiner(
         model_weight=float(weights[0]),
         feature_weights={f: float(w) for f, w in zip(features, weights[1:], strict=True)},
-        bias=float(fit.intercept_[0]),
+        bias=float(bias),
         fitted_on=fitted_on,
     )
+
+
+def _constrained_logistic(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights (first >= 0, the rest <= 0) and an intercept minimising the row-weighted (`r`, mean 1)
+    log-loss + L2 / (2 C n)."""
+    n, d = x.shape
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w[:d] + w[d]
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        value = -np.mean(r * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12)))
+        value += 0.5 * float(w[:d] @ w[:d]) / (L2 * n)
+        grad = np.append(x.T @ (r * (p - y)) / n + w[:d] / (L2 * n), np.mean(r * (p - y)))
+        return float(value), grad
+
+    bounds = [(0.0, None)] + [(None, 0.0)] * (d - 1) + [(None, None)]
+    fit = minimize(loss, np.zeros(d + 1), jac=True, bounds=bounds, method="L-BFGS-B")
+    if not fit.success:
+        raise ValueError(f"fitting the evidence combiner did not converge: {fit.message}")
+    return fit.x[:d], float(fit.x[d])
 
 
 def _logit(p: float) -> float:

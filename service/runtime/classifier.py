@@ -16,7 +16,7 @@ from tqdm import tqdm
 from service.runtime.artifact import Artifact, load_artifact
 from service.runtime.encoding import EncodedItem, ItemTooLongError, PairEncoder, Window, collate
 from service.runtime.evidence import EvidenceCombiner
-from service.runtime.postprocess import ItemScore, aggregate_windows, decide, probabilities
+from service.runtime.postprocess import ItemScore, aggregate_claims, aggregate_windows, decide, probabilities
 from service.runtime.session import OnnxSession
 from service.runtime.spec import MetricSpec
 
@@ -117,12 +117,20 @@ def finish_item(
     item: EncodedItem, window_probs: np.ndarray, spec: MetricSpec, combiner: EvidenceCombiner | None = None
 ) -> ItemScore:
     """Aggregate an item's window rows, apply the evidence combiner if any, and decide."""
-    row = aggregate_windows(window_probs, spec.positive_index, spec.long_input.aggregation)
+    row = aggregate_item(item, window_probs, spec)
     if combiner is not None and item.evidence is not None:
         score = combiner.combine(float(row[spec.positive_index]), item.evidence)
         row = np.full(2, 1.0 - score)
         row[spec.positive_index] = score
     return decide(row, spec, windows=len(item.windows), truncated_tokens=item.truncated_tokens)
+
+
+def aggregate_item(item: EncodedItem, window_probs: np.ndarray, spec: MetricSpec) -> np.ndarray:
+    """The item's probability row from its windows' rows: by claim when it was encoded by claims."""
+    how = spec.long_input.aggregation
+    if item.claim_windows is not None:
+        return aggregate_claims(window_probs, item.claim_windows, spec.positive_index, how)
+    return aggregate_windows(window_probs, spec.positive_index, how)
 
 
 def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_rows: int) -> list[list[int]]:

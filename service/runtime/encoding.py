@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from service.runtime.claims import split_claims
 from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import InputField, LongInputMode, MetricSpec
 
@@ -50,6 +51,7 @@ class EncodedItem:
     windows: tuple[Window, ...]
     truncated_tokens: int  # tokens of the cut segment that no window saw
     evidence: Mapping[EvidenceFeature, float] | None = None  # whole-context features, when declared
+    claim_windows: tuple[int, ...] | None = None  # windows per claim, in order, when scored by claims
 
     @property
     def tokens(self) -> int:
@@ -158,7 +160,30 @@ class PairEncoder:
     def try_encode_many(
         self, items: Sequence[Mapping[str, str | None]]
     ) -> list[EncodedItem | ItemTooLongError]:
-        """Encode each item, returning the error in its place for items that cannot be encoded."""
+        """Encode each item, returning the error in its place for items that cannot be encoded.
+
+        Under a claim policy each claim of an item is encoded as an item of its own (the claim in
+        place of the whole field) and the item keeps all their windows, claim after claim.
+        """
+        claims = self.spec.claims
+        if claims is None:
+            return self._encode_whole(items)
+        owners: list[int] = []
+        parts: list[Mapping[str, str | None]] = []
+        for index, item in enumerate(items):
+            text = item.get(claims.field.value) or ""
+            for claim in split_claims(text, max_claims=claims.max_claims, min_words=claims.min_claim_words):
+                owners.append(index)
+                parts.append({**item, claims.field.value: claim})
+        encoded = self._encode_whole(parts)
+        grouped: list[list[EncodedItem | ItemTooLongError]] = [[] for _ in items]
+        for owner, part in zip(owners, encoded, strict=True):
+            grouped[owner].append(part)
+        return [_merge_claims(index, group) for index, group in enumerate(grouped)]
+
+    def _encode_whole(
+        self, items: Sequence[Mapping[str, str | None]]
+    ) -> list[EncodedItem | ItemTooLongError]:
         pair = self.spec.text_pair
         firsts = [segment_text(it, pair.first) for it in items]
         seconds = [segment_text(it, pair.second) for it in items] if pair.second else []
@@ -246,6 +271,21 @@ class PairEncoder:
             return [tokens[excess:]], excess
         starts, covered = window_starts(len(tokens), budget, policy.window_overlap_tokens, policy.max_windows)
         return [tokens[s : s + budget] for s in starts], len(tokens) - covered
+
+
+def _merge_claims(
+    index: int, parts: Sequence[EncodedItem | ItemTooLongError]
+) -> EncodedItem | ItemTooLongError:
+    """One item from its claims' encodings; the first claim that cannot be encoded fails it."""
+    for part in parts:
+        if isinstance(part, ItemTooLongError):
+            return ItemTooLongError(f"item {index}: a claim of the response: {part}")
+    done = [p for p in parts if isinstance(p, EncodedItem)]
+    return EncodedItem(
+        windows=tuple(w for p in done for w in p.windows),
+        truncated_tokens=max(p.truncated_tokens for p in done),
+        claim_windows=tuple(len(p.windows) for p in done),
+    )
 
 
 def window_starts(length: int, width: int, overlap: int, max_windows: int) -> tuple[list[int], int]:

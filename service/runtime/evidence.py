@@ -1,9 +1,12 @@
 """Explicit evidence combined with the encoder's score, when a metric's manifest declares it.
 
 An encoder reading one window of context cannot see a fact stated elsewhere in a long context,
-and a small one matches words better than it checks them. Counting the response's content
-words that appear nowhere in the *whole* context is cheap, exact, and window-independent. A
-metric may combine the two with a logistic model whose weights were fitted at build time:
+and a small one matches words better than it checks them. Checking the response's words
+against the *whole* context is cheap, exact, and window-independent. The `share_*` features are
+shares of the response (of its content words, names, numbers, word pairs, or of its weakest
+sentence's words), so they do not grow with the response's length the way counts do: a long
+faithful summary and a short faithful answer both score near 0. A metric may combine them with
+the encoder by a logistic model whose weights were fitted at build time:
 
     score = sigmoid(model_weight * logit(p_encoder) + sum_k weight_k * feature_k + bias)
 
@@ -17,8 +20,11 @@ import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from itertools import pairwise
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.runtime.claims import sentences
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)?")
 _NAME = re.compile(r"\b[A-Z][A-Za-z0-9]+")
@@ -52,21 +58,41 @@ class EvidenceFeature(StrEnum):
     SHARE_MISSING_CONTENT = "share_missing_content"  # the same as a share of the response's content words
     N_MISSING_NAMES = "n_missing_names"  # distinct capitalised words absent from the context
     N_MISSING_NUMBERS = "n_missing_numbers"  # distinct numbers absent from the context
+    SHARE_MISSING_NAMES = "share_missing_names"  # of the response's distinct names, the share absent
+    SHARE_MISSING_NUMBERS = "share_missing_numbers"  # of the response's distinct numbers, the share absent
+    SHARE_NOVEL_BIGRAMS = "share_novel_bigrams"  # of the response's word pairs, the share the context lacks
+    WEAKEST_SENTENCE_MISSING = "weakest_sentence_missing"  # the highest missing-content share of a sentence
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
 
 
 def evidence_features(output: str, context: str) -> dict[EvidenceFeature, float]:
     """Every feature for one item, against the whole context (never one window)."""
-    context_words = set(words(context))
+    context_tokens = words(context)
+    context_words = set(context_tokens)
     content = set(content_words(output))
     missing = content - context_words
     names = {n.lower() for n in _NAME.findall(output)} - STOPWORDS
     numbers = set(_NUMBER.findall(output))
     context_numbers = set(_NUMBER.findall(context))
+    context_bigrams = set(pairwise(context_tokens))
+    bigrams: set[tuple[str, str]] = set()
+    weakest = 0.0
+    for sentence in sentences(output):
+        bigrams |= set(pairwise(words(sentence)))
+        claim = set(content_words(sentence))
+        weakest = max(weakest, _share(len(claim - context_words), len(claim)))
     return {
         EvidenceFeature.N_MISSING_CONTENT: float(len(missing)),
-        EvidenceFeature.SHARE_MISSING_CONTENT: len(missing) / len(content) if content else 0.0,
+        EvidenceFeature.SHARE_MISSING_CONTENT: _share(len(missing), len(content)),
         EvidenceFeature.N_MISSING_NAMES: float(len(names - context_words)),
         EvidenceFeature.N_MISSING_NUMBERS: float(len(numbers - context_numbers)),
+        EvidenceFeature.SHARE_MISSING_NAMES: _share(len(names - context_words), len(names)),
+        EvidenceFeature.SHARE_MISSING_NUMBERS: _share(len(numbers - context_numbers), len(numbers)),
+        EvidenceFeature.SHARE_NOVEL_BIGRAMS: _share(len(bigrams - context_bigrams), len(bigrams)),
+        EvidenceFeature.WEAKEST_SENTENCE_MISSING: weakest,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,25 @@ def aggregate_windows(probs: np.ndarray, positive: int, how: WindowAggregation) 
     chosen = int(np.argmax(column) if how == WindowAggregation.MAX else np.argmin(column))
     row: np.ndarray = probs[chosen]
     return row
+
+
+def aggregate_claims(
+    probs: np.ndarray, claim_windows: Sequence[int], positive: int, how: WindowAggregation
+) -> np.ndarray:
+    """One row for an item scored claim by claim: each claim's windows aggregated, the weakest kept.
+
+    A response is as faithful as its least supported claim, so the claim whose aggregated
+    positive score is lowest gives the item's row.
+    """
+    rows = []
+    start = 0
+    for count in claim_windows:
+        rows.append(aggregate_windows(probs[start : start + count], positive, how))
+        start += count
+    if start != len(probs):
+        raise ValueError(f"{len(probs)} window rows for claims of {sum(claim_windows)} windows")
+    weakest: np.ndarray = min(rows, key=lambda row: float(row[positive]))
+    return weakest
 
 
 def decide(probs: np.ndarray, spec: MetricSpec, *, windows: int, truncated_tokens: int) -> ItemScore:

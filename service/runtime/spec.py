@@ -63,6 +63,23 @@ class LongInputPolicy(_Strict):
     )
 
 
+class ClaimPolicy(_Strict):
+    """Score the response claim by claim: each sentence against every window, the weakest decides.
+
+    A faithful summary spreads its claims over a long document, so no single window supports it
+    whole; scored sentence by sentence, each claim finds its own best window. The item's score
+    is its weakest claim's, since one unsupported claim makes the response unfaithful.
+    """
+
+    field: InputField = Field(InputField.OUTPUT, description="The field split into claims (sentences).")
+    max_claims: int = Field(
+        8, ge=1, le=32, description="Claims at most; the last one holds the rest of the response."
+    )
+    min_claim_words: int = Field(
+        3, ge=1, le=64, description="A shorter sentence joins its neighbour (e.g. 'Yes.', 'Dr.')."
+    )
+
+
 class TextPair(_Strict):
     """Which item fields form the model's first and second segment, joined by a newline."""
 
@@ -103,6 +120,9 @@ class MetricSpec(_Strict):
     text_pair: TextPair
     max_tokens: int = Field(512, ge=16, le=8192, description="Model window incl. specials.")
     long_input: LongInputPolicy = Field(default_factory=LongInputPolicy)
+    claims: ClaimPolicy | None = Field(
+        None, description="Score the response sentence by sentence; absent: the response whole."
+    )
     use_case: Literal["guardrail", "observability"] = "observability"
     constraints: str = ""
     parity: ParityBounds = Field(default_factory=ParityBounds)
@@ -117,6 +137,10 @@ class MetricSpec(_Strict):
         missing = set(self.required_fields) - used
         if missing:
             raise ValueError(f"required fields {sorted(missing)} are not in text_pair")
+        if self.claims is not None and self.claims.field not in self.text_pair.first:
+            raise ValueError(
+                f"claims.field {self.claims.field.value!r} must be in text_pair.first (never cut)"
+            )
         return self
 
     @property

