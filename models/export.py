@@ -301,7 +301,7 @@ class EvalScores:
 def _eval_scores(
     model: Path, encoder: PairEncoder, rows: list[dict[str, str]], eval_csv: Path, options: ExportOptions
 ) -> EvalScores:
-    """Score the eval rows with the int8 artifact; fit the declared evidence combiner on them."""
+    """Score the eval rows with the exported artifact; fit the declared evidence combiner on them."""
     results = score_encoded(
         encoder.try_encode_many(rows),
         onnx_forward(model, encoder.pad_id, encoder.spec.activation),
@@ -310,12 +310,12 @@ def _eval_scores(
     kept = [(row, r.score) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
     kept_rows, scores = [row for row, _ in kept], [s for _, s in kept]
     positives = [row["label"] == encoder.spec.positive_label for row in kept_rows]
+    alone = EvalScores(kept_rows, scores, positives, None)
     if not options.evidence_features:
-        return EvalScores(kept_rows, scores, positives, None)
+        return alone
     features = [EvidenceFeature(f) for f in options.evidence_features]
-    groups = [row.get(options.group_column) or "all" for row in kept_rows]
     combiner = fit_combiner(
-        scores, kept_rows, encoder.spec.positive_label, features, groups=groups,
+        scores, kept_rows, encoder.spec.positive_label, features, groups=alone.groups(options.group_column),
         fitted_on=f"{eval_csv.name} ({len(kept)} rows), sign-constrained logistic regression (L2, C=1,"
         " every task weighted equally) on the artifact's encoder scores",
     )  # fmt: skip

@@ -102,3 +102,29 @@ def test_export_with_evidence_fits_and_declares_the_combiner(checkpoint: Path, t
     assert set(manifest.evidence.feature_weights) == {"n_missing_content"}
     assert manifest.parity["decision_agreement"] >= 0.99
     assert "How the score is computed" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_export_chooses_the_threshold_for_every_task_and_records_how(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    spec = tiny_spec()
+    plain = write_eval_csv(tmp_path / "plain.csv", spec.labels)
+    with open(plain, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    eval_csv = tmp_path / "eval.csv"
+    with open(eval_csv, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*rows[0], "source"])
+        writer.writeheader()
+        writer.writerows({**row, "source": "task_a" if i % 3 else "task_b"} for i, row in enumerate(rows))
+    options = ExportOptions(
+        quantization="none", evidence_features=("share_missing_content",), threshold_from_eval=True
+    )
+    folder = export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=options)
+    manifest = load_artifact(folder).manifest
+    choice = manifest.export["threshold"]
+    assert manifest.spec.threshold == choice["value"] != spec.threshold
+    assert set(choice["accuracy_by_group"]) == {"task_a", "task_b"}
+    assert choice["rows_by_group"] == {"task_a": 40, "task_b": 20}
+    assert "lowest per-task accuracy" in choice["rule"] and choice["fitted_on"] == "eval.csv (60 rows)"
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "How the threshold was chosen" in card and f"{manifest.spec.threshold:.4g}" in card
