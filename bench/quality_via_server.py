@@ -38,6 +38,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     source = args.repository / args.metric / args.version
+    if not source.is_dir():
+        parser.error(f"{source}: no such version folder")
+    tests = [(name, Path(path)) for name, _, path in (t.partition("=") for t in args.test)]
+    for name, path in tests:
+        if not name or not path.is_file():
+            parser.error(f"--test {name}={path}: expected NAME=CSV with an existing CSV file")
     with tempfile.TemporaryDirectory(prefix="lunaserve-quality-") as tmp:
         repo = Path(tmp) / "repository"
         shutil.copytree(source, repo / args.metric / args.version)
@@ -45,9 +51,8 @@ def main() -> int:
             detail = fetch_metric(server.url, args.metric)
             spec = MetricSpec.model_validate(detail["spec"])
             figures = {}
-            for entry in args.test:
-                name, _, path = entry.partition("=")
-                rows = read_labelled_csv(Path(path), spec)
+            for name, path in tests:
+                rows = read_labelled_csv(path, spec)
                 figures[name] = served_figures(rows, score_rows(server.url, args.metric, rows, spec), spec)
     print(f"{args.metric} version {detail['active_version']} through HTTP; threshold {spec.threshold:.4g}")
     print("| set | rows | ROC-AUC | length only | word overlap | accuracy at threshold |")

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TASK=N,...",
         help="train-split contexts per task in train.csv, each giving a supported and a hallucinated"
-        " row (default qa=1200,dialogue=1200,summarization=800; e.g. qa=2000 trains on QA alone)",
+        " row (default qa=1000,dialogue=2400,summarization=400; e.g. qa=2000 trains on QA alone)",
     )
     halu.add_argument(
         "--sentence-pairs", type=int, default=0, help="length-matched synthetic QA sentence pairs added"

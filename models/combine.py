@@ -44,10 +44,7 @@ def fit_combiner(
     if truth.all() or not truth.any():
         raise ValueError("fitting a combiner needs rows of both classes")
     table = np.array(
-        [
-            [_logit(p), *(evidence_features(r["output"], r.get("context") or "")[f] for f in features)]
-            for p, r in zip(encoder_scores, rows, strict=True)
-        ]
+        [[_logit(p), *_feature_row(r, features)] for p, r in zip(encoder_scores, rows, strict=True)]
     )
     if groups is None:
         row_weights = np.ones(len(truth))
@@ -82,6 +79,12 @@ def _constrained_logistic(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> tuple[
     if not fit.success:
         raise ValueError(f"fitting the evidence combiner did not converge: {fit.message}")
     return fit.x[:d], float(fit.x[d])
+
+
+def _feature_row(row: Mapping[str, str], features: Sequence[EvidenceFeature]) -> list[float]:
+    """The row's features in the order of `features`, computed once."""
+    found = evidence_features(row["output"], row.get("context") or "", features)
+    return [found[f] for f in features]
 
 
 def _logit(p: float) -> float:

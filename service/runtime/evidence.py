@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from itertools import pairwise
 
@@ -68,32 +68,49 @@ def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def evidence_features(output: str, context: str) -> dict[EvidenceFeature, float]:
-    """Every feature for one item, against the whole context (never one window)."""
+_NUMBER_FEATURES = frozenset({EvidenceFeature.N_MISSING_NUMBERS, EvidenceFeature.SHARE_MISSING_NUMBERS})
+_SENTENCE_FEATURES = frozenset(
+    {EvidenceFeature.SHARE_NOVEL_BIGRAMS, EvidenceFeature.WEAKEST_SENTENCE_MISSING}
+)
+
+
+def evidence_features(
+    output: str, context: str, wanted: Collection[EvidenceFeature] | None = None
+) -> dict[EvidenceFeature, float]:
+    """The `wanted` features (default: every one) for one item, against the whole context.
+
+    Only what is wanted is computed: a served item computes its combiner's features, and the
+    context's numbers and word pairs cost a pass over a context of thousands of words each.
+    """
+    wanted = frozenset(EvidenceFeature if wanted is None else wanted)
     context_tokens = words(context)
     context_words = set(context_tokens)
     content = set(content_words(output))
     missing = content - context_words
     names = {n.lower() for n in _NAME.findall(output)} - STOPWORDS
-    numbers = set(_NUMBER.findall(output))
-    context_numbers = set(_NUMBER.findall(context))
-    context_bigrams = set(pairwise(context_tokens))
-    bigrams: set[tuple[str, str]] = set()
-    weakest = 0.0
-    for sentence in sentences(output):
-        bigrams |= set(pairwise(words(sentence)))
-        claim = set(content_words(sentence))
-        weakest = max(weakest, _share(len(claim - context_words), len(claim)))
-    return {
+    found: dict[EvidenceFeature, float] = {
         EvidenceFeature.N_MISSING_CONTENT: float(len(missing)),
         EvidenceFeature.SHARE_MISSING_CONTENT: _share(len(missing), len(content)),
         EvidenceFeature.N_MISSING_NAMES: float(len(names - context_words)),
-        EvidenceFeature.N_MISSING_NUMBERS: float(len(numbers - context_numbers)),
         EvidenceFeature.SHARE_MISSING_NAMES: _share(len(names - context_words), len(names)),
-        EvidenceFeature.SHARE_MISSING_NUMBERS: _share(len(numbers - context_numbers), len(numbers)),
-        EvidenceFeature.SHARE_NOVEL_BIGRAMS: _share(len(bigrams - context_bigrams), len(bigrams)),
-        EvidenceFeature.WEAKEST_SENTENCE_MISSING: weakest,
     }
+    if wanted & _NUMBER_FEATURES:
+        numbers = set(_NUMBER.findall(output))
+        absent = numbers - set(_NUMBER.findall(context))
+        found[EvidenceFeature.N_MISSING_NUMBERS] = float(len(absent))
+        found[EvidenceFeature.SHARE_MISSING_NUMBERS] = _share(len(absent), len(numbers))
+    if wanted & _SENTENCE_FEATURES:
+        bigrams: set[tuple[str, str]] = set()
+        weakest = 0.0
+        for sentence in sentences(output):
+            bigrams |= set(pairwise(words(sentence)))
+            claim = set(content_words(sentence))
+            weakest = max(weakest, _share(len(claim - context_words), len(claim)))
+        found[EvidenceFeature.WEAKEST_SENTENCE_MISSING] = weakest
+        if EvidenceFeature.SHARE_NOVEL_BIGRAMS in wanted:  # the context's pairs: the costly part
+            novel = bigrams - set(pairwise(context_tokens))
+            found[EvidenceFeature.SHARE_NOVEL_BIGRAMS] = _share(len(novel), len(bigrams))
+    return {f: found[f] for f in EvidenceFeature if f in wanted}
 
 
 class EvidenceCombiner(BaseModel):
@@ -109,7 +126,9 @@ class EvidenceCombiner(BaseModel):
     fitted_on: str = Field("", description="Data the weights were fitted on, for the model card.")
 
     def features(self, item: Mapping[str, str | None]) -> dict[EvidenceFeature, float]:
-        return evidence_features(item.get(self.output_field) or "", item.get(self.context_field) or "")
+        return evidence_features(
+            item.get(self.output_field) or "", item.get(self.context_field) or "", self.feature_weights
+        )
 
     def combine(self, p_model: float, features: Mapping[EvidenceFeature, float]) -> float:
         p = min(max(p_model, EPSILON), 1 - EPSILON)

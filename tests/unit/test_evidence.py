@@ -144,3 +144,15 @@ def test_fit_combiner_weighs_every_group_the_same() -> None:
     assert (
         grouped.feature_weights[F.SHARE_MISSING_CONTENT] < plain.feature_weights[F.SHARE_MISSING_CONTENT] <= 0
     )
+
+
+def test_evidence_features_compute_only_what_is_wanted() -> None:
+    output, context = (
+        "Ada wrote 3 notes in 1843. She met Babbage.",
+        "Ada Lovelace wrote notes in 1843 on the engine.",
+    )
+    everything = evidence_features(output, context)
+    assert set(everything) == set(F)
+    for wanted in ([F.N_MISSING_CONTENT], [F.SHARE_NOVEL_BIGRAMS, F.SHARE_MISSING_NUMBERS]):
+        some = evidence_features(output, context, wanted)
+        assert some == {f: everything[f] for f in wanted}
