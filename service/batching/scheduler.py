@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from service.batching.clock import Clock
-from service.batching.policy import BatchLimits, Entry, Priority, decide
+from service.batching.policy import BatchLimits, Priority, QueuedWindow, decide
 from service.runtime.encoding import Window
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class BatchScheduler:
         self.observer: SchedulerObserver = observer or NullObserver()
         self.name = name
         self.cost_per_token_s = self.admission.initial_cost_per_token_s
-        self._entries: dict[int, tuple[_Job, int, Entry]] = {}
+        self._entries: dict[int, tuple[_Job, int, QueuedWindow]] = {}
         self._order: dict[Priority, list[tuple[float, int]]] = {p: [] for p in Priority}
         self._tokens = {p: 0 for p in Priority}
         self._jobs: set[_Job] = set()
@@ -236,8 +236,8 @@ class BatchScheduler:
         for index, window in enumerate(windows):
             key = self._next_key
             self._next_key += 1
-            entry = Entry(
-                key=key, tokens=len(window), priority=priority, deadline=deadline, arrived=now, group=job_id
+            entry = QueuedWindow(
+                key=key, tokens=len(window), priority=priority, deadline=deadline, arrived=now, request=job_id
             )
             self._entries[key] = (job, index, entry)
             bisect.insort(self._order[priority], (deadline, key))
@@ -339,10 +339,10 @@ class BatchScheduler:
         finally:
             self._idle.set()  # nothing will run any more: let a drain return
 
-    def _service_order(self) -> list[Entry]:
+    def _service_order(self) -> list[QueuedWindow]:
         return [self._entries[key][2] for p in Priority for _, key in self._order[p]]
 
-    def _take(self, key: int) -> tuple[_Job, int, Entry]:
+    def _take(self, key: int) -> tuple[_Job, int, QueuedWindow]:
         job, index, entry = self._entries.pop(key)
         self._order[entry.priority].remove((entry.deadline, key))
         self._tokens[entry.priority] -= entry.tokens
@@ -374,7 +374,7 @@ class BatchScheduler:
                     DeadlineExceededError("the request could not be served before its deadline")
                 )
 
-    async def _run_batch(self, batch: list[tuple[_Job, int, Entry]]) -> None:
+    async def _run_batch(self, batch: list[tuple[_Job, int, QueuedWindow]]) -> None:
         now = self.clock.now()
         for job, _, entry in batch:
             if job.started_at is None:

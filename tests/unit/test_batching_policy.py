@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from service.batching.policy import BatchLimits, Decision, Entry, Priority, decide, fill_batch
+from service.batching.policy import BatchLimits, Decision, Priority, QueuedWindow, decide, fill_batch
 
 GUARD, OBS = Priority.GUARDRAIL, Priority.OBSERVABILITY
 
 
 def entry(
     key: int, tokens: int = 10, priority: Priority = OBS, deadline: float = 100.0, arrived: float = 0.0
-) -> Entry:
-    return Entry(key=key, tokens=tokens, priority=priority, deadline=deadline, arrived=arrived)
+) -> QueuedWindow:
+    return QueuedWindow(key, tokens, priority, deadline, arrived, request=key)  # a request of its own
 
 
 def test_policy_drops_expired_before_choosing() -> None:
