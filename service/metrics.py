@@ -124,15 +124,15 @@ class ServerMetrics:
 
 
 class SchedulerMetrics:
-    """The scheduler's observer for one metric (see batching.scheduler.SchedulerObserver)."""
+    """The scheduler's observer for one metric (see batching.observer.SchedulerObserver)."""
 
     def __init__(self, metrics: ServerMetrics, metric: str) -> None:
         self.m = metrics
         self.metric = metric
 
-    def batch_done(self, rows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+    def batch_done(self, windows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
         m, name = self.m, self.metric
-        m.batch_size.labels(name).observe(rows)
+        m.batch_size.labels(name).observe(windows)
         m.batch_tokens.labels(name).observe(padded_tokens)
         m.batch_padding.labels(name).observe(1 - real_tokens / padded_tokens if padded_tokens else 0.0)
         m.batch_duration.labels(name).observe(seconds)

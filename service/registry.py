@@ -18,14 +18,11 @@ from pathlib import Path
 
 from service.batching.calibration import BatchCalibration, calibrate
 from service.batching.clock import Clock
+from service.batching.observer import NullObserver
 from service.batching.policy import Priority
-from service.batching.scheduler import (
-    AdmissionError,
-    BatchScheduler,
-    JobResult,
-    NullObserver,
-    ThreadRunner,
-)
+from service.batching.queue import RequestResult
+from service.batching.runner import ThreadRunner
+from service.batching.scheduler import AdmissionError, BatchScheduler
 from service.config import BatchingSettings, Settings
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
@@ -110,7 +107,7 @@ class LoadedMetric:
             if exc.reason == "draining":
                 raise _SupersededError from exc
             raise
-        result: JobResult = await future
+        result: RequestResult = await future
         scores, row = [], 0
         for item in ready:
             scores.append(self.model.finish(item, result.rows[row : row + len(item.windows)]))

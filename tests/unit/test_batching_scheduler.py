@@ -1,5 +1,8 @@
 """service.batching.scheduler with a fake clock and a gated runner: deterministic, no sleeps.
 
+Tests wait on events (the runner's `started`, the scheduler's `settled`), never on a count of
+yields.
+
 Each window's ids are all its own key, and the runner answers row [key, length], so every
 result can be traced back to the window that produced it.
 """
@@ -13,15 +16,15 @@ import numpy as np
 import pytest
 
 from service.batching.clock import FakeClock
+from service.batching.observer import NullObserver
 from service.batching.policy import BatchLimits, Priority
+from service.batching.queue import RequestResult
 from service.batching.scheduler import (
     AdmissionError,
     AdmissionLimits,
     BatchFailedError,
     BatchScheduler,
     DeadlineExceededError,
-    JobResult,
-    NullObserver,
     RequestTooLargeError,
 )
 from service.runtime.encoding import Window
@@ -65,8 +68,8 @@ class RecordingObserver(NullObserver):
     def dropped(self, priority: Priority, reason: str) -> None:
         self.drops.append((priority, reason))
 
-    def batch_done(self, rows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
-        self.batch_rows.append(rows)
+    def batch_done(self, windows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.batch_rows.append(windows)
 
 
 @pytest.fixture
@@ -88,7 +91,7 @@ async def setup() -> AsyncIterator[tuple[BatchScheduler, GatedRunner, FakeClock,
 
 async def hold_first_batch(
     scheduler: BatchScheduler, runner: GatedRunner, key: int = 0
-) -> asyncio.Future[JobResult]:
+) -> asyncio.Future[RequestResult]:
     runner.gate.clear()
     first = scheduler.submit([window(key)], OBS, deadline=2000.0)
     await runner.started.wait()
@@ -207,8 +210,7 @@ async def test_scheduler_drain_finishes_accepted_and_refuses_new(setup) -> None:
     scheduler, runner, _, _ = setup
     first = await hold_first_batch(scheduler, runner)
     queued = scheduler.submit([window(1)], OBS, deadline=2000.0)
-    draining = asyncio.ensure_future(scheduler.drain())
-    await asyncio.sleep(0)  # let drain mark the scheduler closed
+    draining = asyncio.ensure_future(scheduler.drain())  # refuses new requests from the call on
     with pytest.raises(AdmissionError) as refused:
         scheduler.submit([window(2)], GUARD, deadline=2000.0)
     assert refused.value.reason == "draining"
@@ -224,10 +226,9 @@ async def test_scheduler_holds_underfull_batch_for_max_wait_when_idle() -> None:
     scheduler = BatchScheduler(runner, clock=clock, limits=BatchLimits(max_wait_s=0.002))
     scheduler.start()
     a = scheduler.submit([window(1)], OBS, deadline=2000.0)
-    await asyncio.sleep(0)
+    await scheduler.settled()
     b = scheduler.submit([window(2)], OBS, deadline=2000.0)
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await scheduler.settled()
     assert runner.batches == []  # held: under-full, model idle, max wait not reached
     clock.advance(0.002)
     await asyncio.gather(a, b)
@@ -288,16 +289,16 @@ async def test_scheduler_refuses_what_no_queue_could_serve(setup) -> None:  # ty
         scheduler.submit([window(2, 50)], GUARD, deadline=clock.now() + 0.1)  # needs 500 ms alone
 
 
-async def test_scheduler_wrong_row_count_fails_only_that_batch(setup) -> None:  # type: ignore[no-untyped-def]
-    scheduler, _, _, _ = setup
-
+async def test_scheduler_wrong_row_count_fails_only_that_batch() -> None:
     async def wrong_rows(windows: Sequence[Window]) -> np.ndarray:
         return np.zeros((len(windows) + 1, 2))
 
-    scheduler._runner = wrong_rows
+    scheduler = BatchScheduler(wrong_rows, clock=FakeClock(), limits=BatchLimits(max_wait_s=0))
+    scheduler.start()
     with pytest.raises(BatchFailedError):
         await scheduler.submit([window(1)], OBS, deadline=2000.0)
     assert scheduler.alive
+    await scheduler.stop()
 
 
 async def test_scheduler_drain_returns_when_the_loop_dies(setup) -> None:  # type: ignore[no-untyped-def]
@@ -310,7 +311,6 @@ async def test_scheduler_drain_returns_when_the_loop_dies(setup) -> None:  # typ
     queued = scheduler.submit([window(1)], OBS, deadline=2000.0)
     observer.batch_done = broken  # the loop itself dies after batch 1
     draining = asyncio.ensure_future(scheduler.drain(timeout_s=30))
-    await asyncio.sleep(0)
     runner.gate.set()
     await draining  # returns instead of hanging on a dead loop
     assert not scheduler.alive

@@ -1,0 +1,174 @@
+"""The worker loop alone: take a batch as soon as the model is free, run it off the loop, fan out.
+
+Each turn drops what no longer needs an answer (client gone, deadline out of reach), asks
+`policy.choose_batch` for the next batch, runs it through the runner (a thread: the event
+loop never runs inference) and gives each request its result when its last window is back.
+It never polls: between turns it waits for new work or for the policy's `wake_at`. A failing
+batch fails only its own requests (one log line with an error id) and the loop goes on; a
+bug in the loop itself fails what is queued and leaves the loop dead for readiness to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from service.batching.clock import Clock
+from service.batching.cost import CostEstimate
+from service.batching.observer import SchedulerObserver
+from service.batching.policy import BatchLimits, Priority, choose_batch
+from service.batching.queue import QueuedRequest, RequestQueue
+from service.batching.runner import Runner
+
+log = logging.getLogger(__name__)
+
+GUARDRAIL_ACTIVE_S = 1.0  # guardrail traffic counts as active this long after its last arrival
+
+
+class DeadlineExceededError(Exception):
+    """The request's deadline passed while it waited; it was dropped before inference."""
+
+
+class BatchFailedError(Exception):
+    """The batch holding this request failed; `error_id` is in the log beside the traceback."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"inference failed (error id {error_id})")
+        self.error_id = error_id
+
+
+class BatchWorker:
+    def __init__(
+        self,
+        queue: RequestQueue,
+        runner: Runner,
+        *,
+        clock: Clock,
+        limits: BatchLimits,
+        cost: CostEstimate,
+        observer: SchedulerObserver,
+        name: str,
+    ) -> None:
+        self.queue = queue
+        self.runner = runner
+        self.clock = clock
+        self.limits = limits
+        self.cost = cost
+        self.observer = observer
+        self.name = name
+        self.busy_until: float | None = None  # estimated end of the batch in flight
+        self.idle = asyncio.Event()  # set while no request is admitted (and once the loop ended)
+        self.idle.set()
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()  # set while the loop waits, having seen every change
+
+    def wake(self) -> None:
+        """Something changed (a request came or left): decide again."""
+        self._wake.set()
+        self._settled.clear()
+
+    async def settled(self) -> None:
+        """Return once the loop has acted on every change so far and waits for the next one."""
+        await self._settled.wait()
+
+    async def run(self) -> None:
+        model_was_idle = True
+        try:
+            while True:
+                self._drop_abandoned()
+                now = self.clock.now()
+                self._expire(self.queue.late(now, self.cost.per_token_s))
+                head, head_is_all = self.queue.head(self.limits.lookahead_rows)
+                decision = choose_batch(
+                    now,
+                    head,
+                    self.limits,
+                    head_is_all=head_is_all,
+                    model_was_idle=model_was_idle,
+                    cost_per_token_s=self.cost.per_token_s,
+                    guardrail_active=now - self.queue.last_arrival[Priority.GUARDRAIL] < GUARDRAIL_ACTIVE_S,
+                )
+                if decision.run:
+                    model_was_idle = False
+                    await self._run_batch(self.queue.take(decision.run))
+                    continue
+                if not self.queue.requests:
+                    model_was_idle = True
+                    self.idle.set()
+                self._wake.clear()
+                self._settled.set()
+                await self.clock.wait(self._wake, decision.wake_at)
+                self._settled.clear()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in the loop itself: fail what is queued, stay dead; readiness reports it.
+            log.exception("scheduler %s stopped on an unexpected error", self.name)
+            self.fail_all(BatchFailedError("scheduler-" + uuid.uuid4().hex[:12]))
+        finally:
+            self.idle.set()  # nothing will run any more: let a drain return
+            self._settled.set()
+
+    def fail_all(self, error: Exception) -> None:
+        for request in self.queue.every_request():
+            self._drop(request)
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _drop(self, request: QueuedRequest) -> None:
+        self.queue.remove(request)
+        self.observer.queue_changed(self.queue.requests, self.queue.tokens)
+
+    def _drop_abandoned(self) -> None:
+        """Skip requests that no longer need an answer: the client went away."""
+        for request in self.queue.remove_abandoned():
+            if request.future.cancelled():
+                self.observer.dropped(request.priority, "cancelled")
+            self.observer.queue_changed(self.queue.requests, self.queue.tokens)
+
+    def _expire(self, late: list[QueuedRequest]) -> None:
+        for request in late:
+            self._drop(request)
+            self.observer.dropped(request.priority, "expired")
+            if not request.future.done():
+                request.future.set_exception(
+                    DeadlineExceededError("the request could not be served before its deadline")
+                )
+
+    async def _run_batch(self, batch: list[tuple[QueuedRequest, int]]) -> None:
+        now = self.clock.now()
+        requests = list(dict.fromkeys(request for request, _ in batch))
+        for request in requests:
+            if request.started_at is None:
+                request.started_at = now
+                self.observer.queue_waited(request.priority, now - request.arrived)
+        windows = [request.windows[index] for request, index in batch]
+        real = sum(len(w) for w in windows)
+        padded = len(windows) * max(len(w) for w in windows)
+        self.busy_until = now + real * self.cost.per_token_s
+        try:
+            probs = await self.runner(windows)
+            if len(probs) != len(windows):
+                raise ValueError(f"the model returned {len(probs)} rows for {len(windows)} windows")
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("batch of %d windows failed on %s (error id %s)", len(windows), self.name, error_id)
+            for request in requests:
+                self._drop(request)
+                if not request.future.done():
+                    request.future.set_exception(BatchFailedError(error_id))
+            return
+        finally:
+            self.busy_until = None
+        seconds = self.clock.now() - now
+        self.cost.learn(seconds, real)
+        self.observer.batch_done(len(windows), real, padded, seconds)
+        for request in requests:
+            request.inference_s += seconds
+        for (request, index), row in zip(batch, probs, strict=True):
+            if request.answer(index, row):
+                self.queue.remove(request)
+                if not request.future.done():
+                    request.future.set_result(request.result())
+        self.observer.queue_changed(self.queue.requests, self.queue.tokens)
