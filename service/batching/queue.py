@@ -5,8 +5,8 @@ step by hand) and each change is one method: `add`, `take`, `remove`, `remove_ab
 Service order (guardrail first, then earliest deadline, then arrival) is kept by one heap per
 traffic class instead of being rebuilt for every decision, and a decision reads only the
 windows it needs: the first `lookahead_rows` live ones, and those whose deadline is near
-enough that they might be late. With 10,000 windows waiting that is ~0.1-0.2 ms a decision
-(bench/scheduler_decision.py), where rebuilding the order cost O(queue) on every loop.
+enough that they might be late. With 10,000 windows waiting that is ~0.2 ms a decision, where
+rebuilding the order on every turn cost ~4 ms (bench/scheduler_decision.py).
 Windows that left (taken into a batch, or their request removed) stay in the heap until they
 surface; it is rebuilt when they outnumber the waiting ones.
 """
@@ -142,31 +142,29 @@ class RequestQueue:
         """Live requests with a waiting window that could not finish by the deadline if run now.
 
         In service order. Only windows due before `now` + the longest waiting window's run
-        time can be late, so only those are read.
+        time can be late (every window of a request shares its deadline); they form the top of
+        each heap (a parent is due no later than its children), so only that part is read.
         """
         if not self._waiting:
             return []
         horizon = now + max(self._lengths) * cost_per_token_s
-        late: list[QueuedRequest] = []
-        for priority in Priority:
-            heap, popped, seen = self._order[priority], [], set()
-            while heap and heap[0][0] <= horizon:
-                item = heapq.heappop(heap)
-                window = self._waiting.get(item[1])
-                if window is None:
-                    self._left -= 1
+        late: dict[int, QueuedRequest] = {}
+        for heap in self._order.values():
+            below = [0] if heap else []
+            while below:
+                node = below.pop()
+                deadline, key = heap[node]
+                if deadline > horizon:
                     continue
-                popped.append(item)
-                request = self._requests[window.request]
-                if request.key in seen or request.future.done():
+                below.extend(child for child in (2 * node + 1, 2 * node + 2) if child < len(heap))
+                window = self._waiting.get(key)
+                if window is None or window.request in late:
                     continue
-                seen.add(request.key)
-                longest = max(w.tokens for w in self._waiting_windows(request))
-                if is_late(request.deadline, longest, now, cost_per_token_s):
-                    late.append(request)
-            for item in popped:
-                heapq.heappush(heap, item)
-        return late
+                if is_late(deadline, window.tokens, now, cost_per_token_s):
+                    request = self._requests[window.request]
+                    if not request.future.done():
+                        late[request.key] = request
+        return sorted(late.values(), key=lambda r: (r.priority, r.deadline, r.key))
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -232,10 +230,6 @@ class RequestQueue:
         if request.key in self._requests:  # the scheduler removes a request before it answers it
             self._abandoned.append(request)
             self._on_abandoned()
-
-    def _waiting_windows(self, request: QueuedRequest) -> list[QueuedWindow]:
-        keys = range(request.key, request.key + len(request.windows))
-        return [self._waiting[k] for k in keys if k in self._waiting]
 
     def _forget(self, window: QueuedWindow) -> None:
         self._left += 1
