@@ -120,14 +120,11 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
 def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
     busy_repository: Path, tmp_path: Path
 ) -> None:
-    with (
-        # batching as configured: the calibration could cap a tiny model's batches at one row
-        LocalServer(busy_repository, tmp_path / "server.log", ["--batching.calibrate", "false"]) as server,
-        Load(server.url, max_requests=300) as load,
-    ):
-        load.wait_for(lambda: False)  # until all 300 are sent
-        load.stop.set()
-        # the server was stopped by the context manager's exit only after the scrape below
+    # batching as configured: the calibration could cap a tiny model's batches at one row
+    with LocalServer(busy_repository, tmp_path / "server.log", ["--batching.calibrate", "false"]) as server:
+        with Load(server.url, max_requests=300) as load:
+            load.wait_for(lambda: False)  # until all 300 are sent
+        # the load's exit joined every client, so all 300 are answered before the scrape
         scrape = httpx.get(server.url + "/metrics").text
     assert load.outcomes == Counter({"200": 300}) and load.wrong_scores == 0
     batches = metric_value(scrape, "lunaserve_batch_size_count")
