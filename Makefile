@@ -27,15 +27,15 @@ serve: setup
 # Training rows never enter the repository: they live under build/.
 DATA := build/data
 CKPT := build/checkpoints/context_adherence-2
-TRAIN_CONTEXTS ?= qa=1000,dialogue=2400,summarization=400
-SENTENCE_PAIRS ?= 300
+TRAIN_CONTEXTS ?= qa=800,dialogue=1200,summarization=400
+COUNTERFACTUAL_PAIRS ?= 1500
 EPOCHS ?= 2
-QUANTIZATION ?= none
-EVIDENCE ?= share_missing_content weakest_sentence_missing share_missing_names share_missing_numbers share_novel_bigrams
+QUANTIZATION ?= embeddings
+EVIDENCE ?= share_missing_content weakest_sentence_missing share_missing_names share_missing_numbers share_novel_bigrams share_polarity_flipped
 TEST_SETS := qa_test dialogue_test summarization_test
 default-metric: setup
 	$(BIN)/lunaserve base fetch
-	$(BIN)/lunaserve data halueval --out $(DATA) --seed 0 --train-contexts $(TRAIN_CONTEXTS) --sentence-pairs $(SENTENCE_PAIRS)
+	$(BIN)/lunaserve data halueval --out $(DATA) --seed 0 --train-contexts $(TRAIN_CONTEXTS) --counterfactual-pairs $(COUNTERFACTUAL_PAIRS)
 	for t in $(TEST_SETS) eval; do $(BIN)/lunaserve data check --kind train $(DATA)/train.csv --against $(DATA)/$$t.csv || exit 1; done
 	$(BIN)/lunaserve finetune --base build/downloads/minilm --train $(DATA)/train.csv --eval $(DATA)/eval.csv \
 	  --out $(CKPT) --epochs $(EPOCHS) --lr 5e-5 --batch-size 16 --max-train-tokens 384 --seed 0
@@ -63,7 +63,7 @@ default-metric-loto: setup
 	$(BIN)/lunaserve base fetch
 	for held in qa dialogue summarization; do \
 	  contexts=$$(echo $(TRAIN_CONTEXTS) | tr , '\n' | grep -v "^$$held=" | paste -sd, -); \
-	  $(BIN)/lunaserve data halueval --out $(LOTO)/$$held/data --seed 0 --train-contexts $$contexts --sentence-pairs $(SENTENCE_PAIRS) || exit 1; \
+	  $(BIN)/lunaserve data halueval --out $(LOTO)/$$held/data --seed 0 --train-contexts $$contexts --counterfactual-pairs $(COUNTERFACTUAL_PAIRS) || exit 1; \
 	  $(BIN)/lunaserve finetune --base build/downloads/minilm --train $(LOTO)/$$held/data/train.csv --eval $(LOTO)/$$held/data/eval.csv \
 	    --out $(LOTO)/$$held/checkpoint --epochs $(EPOCHS) --lr 5e-5 --batch-size 16 --max-train-tokens 384 --seed 0 || exit 1; \
 	  $(BIN)/lunaserve export $(LOTO)/$$held/checkpoint --eval $(LOTO)/$$held/data/eval.csv --repository $(LOTO)/$$held/repository --force \

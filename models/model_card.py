@@ -23,6 +23,9 @@ FEATURE_MEANINGS = {
     " that never occur in the context: facts recombined from context words",
     EvidenceFeature.WEAKEST_SENTENCE_MISSING: "the highest share of missing content words of any one sentence"
     " of the response: its weakest claim, so one unsupported sentence is not diluted by the rest",
+    EvidenceFeature.SHARE_POLARITY_FLIPPED: "share of the response's sentences negated where the context"
+    " sentence sharing most of their words is not, or the reverse: a statement reversed with the"
+    " context's own words",
 }
 
 QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")

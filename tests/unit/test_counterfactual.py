@@ -1,0 +1,140 @@
+"""models.counterfactual: pairs in one style, one fact apart, that stop style from predicting the label."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from models.counterfactual import (
+    HALLUCINATED,
+    KINDS,
+    LEAD_INS,
+    SUPPORTED,
+    Passage,
+    counterfactual_pairs,
+    entities,
+    sentences,
+)
+from service.runtime.evidence import words
+
+PASSAGES = [
+    Passage(
+        "The Eiffel Tower was completed in 1889 for the World Fair in Paris. It stands on the Champ de Mars"
+        " near the river Seine. It is not the tallest structure in France today.",
+        "Where is the Eiffel Tower?",
+        "Paris",
+    ),
+    Passage(
+        "Pride and Prejudice was published by Jane Austen in 1813 in London. The novel follows Elizabeth"
+        " Bennet and her four sisters at Longbourn. Readers can find it in every library in England.",
+        "Who wrote Pride and Prejudice?",
+        "Jane Austen",
+    ),
+    Passage(
+        "The Danube flows through Vienna and Budapest before it reaches the Black Sea in Romania. It is"
+        " 2850 km long and drains parts of 19 countries. Ships cannot pass the Iron Gates without locks."
+    ),
+    Passage(
+        "Marie Curie won the Nobel Prize in Physics in 1903 with Pierre Curie in Stockholm. She won a"
+        " second Nobel Prize in 1911, for chemistry. She was born in Warsaw and worked in Paris for most"
+        " of her life.",
+        "In which city was Marie Curie born?",
+        "Warsaw",
+    ),
+]
+
+
+def pairs_of(kind: str, n: int = 8, seed: int = 0) -> list[tuple[dict[str, str], dict[str, str]]]:
+    rows = counterfactual_pairs(PASSAGES, pairs=n, seed=seed, kinds=[kind])
+    assert rows, kind
+    pairs = list(zip(rows[::2], rows[1::2], strict=True))
+    for good, bad in pairs:
+        assert (good["label"], bad["label"]) == (SUPPORTED, HALLUCINATED)
+        assert good["context"] == bad["context"] and good["input"] == bad["input"]
+        assert good["kind"] == bad["kind"] == kind and good["output"] != bad["output"]
+        assert abs(len(words(good["output"])) - len(words(bad["output"]))) <= 4  # same length, same style
+    return pairs
+
+
+def _plain(output: str) -> str:  # without the assistant lead-in both members share
+    for lead in LEAD_INS:
+        output = output.removeprefix(lead)
+    return output
+
+
+def test_entity_swap_brings_in_a_name_absent_from_the_context() -> None:
+    for good, bad in pairs_of("entity_swap"):
+        context = set(words(good["context"]))
+        assert set(words(_plain(good["output"]))) <= context
+        assert set(words(bad["output"])) - context
+
+
+def test_recombination_uses_only_words_of_the_context() -> None:
+    for good, bad in pairs_of("recombination"):
+        context = set(words(good["context"])) | set(words(" ".join(LEAD_INS)))
+        assert set(words(bad["output"])) <= context  # every word is in the context; the statement is not
+        assert _plain(good["output"]).lower() in good["context"].lower() or "(" in good["context"]
+
+
+def test_number_change_keeps_years_as_years_and_is_absent_from_the_context() -> None:
+    for good, bad in pairs_of("number_change"):
+        old = set(re.findall(r"\d+", good["output"]))
+        new = set(re.findall(r"\d+", bad["output"])) - old
+        assert len(new) == 1
+        (value,) = new
+        assert value not in re.findall(r"\d+", good["context"])
+        if any(1000 <= int(o) <= 2100 and len(o) == 4 for o in old - set(re.findall(r"\d+", bad["output"]))):
+            assert len(value) == 4
+
+
+def test_negation_reverses_one_auxiliary() -> None:
+    for good, bad in pairs_of("negation"):
+        a, b = _plain(good["output"]), _plain(bad["output"])
+        assert a.replace("cannot", "can").replace(" not", "") == b.replace("cannot", "can").replace(
+            " not", ""
+        )
+        assert ("not" in a.split() or "cannot" in a.split()) != ("not" in b.split() or "cannot" in b.split())
+
+
+def test_added_claim_appends_a_sentence_from_another_passage() -> None:
+    for good, bad in pairs_of("added_claim"):
+        first = _plain(good["output"]).split(". ")[0]
+        assert _plain(bad["output"]).startswith(first)
+        assert _plain(good["output"]).lower() in good["context"].lower().replace("(", "").replace(")", "")
+        assert _plain(bad["output"]).lower() not in good["context"].lower()
+
+
+def test_short_answers_and_answer_sentences_swap_the_right_answer() -> None:
+    for good, bad in pairs_of("short_answer"):
+        assert good["output"] in {"Paris", "Jane Austen", "Warsaw"}
+        assert bad["output"].lower() not in good["context"].lower() and len(bad["output"].split()) <= 4
+    answers = {p.query: p.answer for p in PASSAGES}
+    for good, bad in pairs_of("answer_sentence"):
+        answer = answers[good["input"]]
+        assert answer in good["output"] and answer not in bad["output"]
+
+
+def test_kinds_take_turns_and_are_seeded() -> None:
+    rows = counterfactual_pairs(PASSAGES, pairs=4, seed=1)
+    assert len(rows) == 8 and len({r["kind"] for r in rows}) >= 3
+    assert {r["kind"] for r in rows} <= set(KINDS)
+    assert rows == counterfactual_pairs(PASSAGES, pairs=4, seed=1)
+    assert rows != counterfactual_pairs(PASSAGES, pairs=4, seed=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("Readers in England love it. Ships cannot pass.", ["England"]),  # "Readers", "Ships" start sentences
+        ("It was led by Kim Il-Sung from 1948.", ["Kim", "1948"]),  # no name inside a hyphenated word
+        ("It costs 3.5 dollars, not 4.", ["4"]),  # no number inside a decimal
+    ],
+)
+def test_entities_skip_sentence_starts_and_word_parts(text: str, names: list[str]) -> None:
+    assert [m.group(0) for m in entities(text)] == names
+
+
+def test_sentences_leave_out_cut_fragments() -> None:
+    window = "went missing at the lake last week. The police searched the park for two days. And then the"
+    assert sentences(window, min_words=4) == ["The police searched the park for two days."]
