@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TASK=N,...",
         help="train-split contexts per task in train.csv, each giving a supported and a hallucinated"
-        " row (default: the version 2 recipe's qa=800,dialogue=1200,summarization=400; e.g. qa=2000"
+        " row (default: the version 2 recipe's qa=600,dialogue=900,summarization=300; e.g. qa=2000"
         " trains on QA alone)",
     )
     halu.add_argument(
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="add N synthetic pairs (faithful and hallucinated in the same style, one fact apart) from"
-        " QA and summarization train passages (models/counterfactual.py; default: the recipe's 1500)",
+        " QA and summarization train passages (models/counterfactual.py; default: the recipe's 1000)",
     )
     halu.set_defaults(handler=_cmd_data_halueval)
 

@@ -336,8 +336,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-DEFAULT_TRAIN_CONTEXTS = {"qa": 800, "dialogue": 1200, "summarization": 400}  # the version 2 recipe
-DEFAULT_COUNTERFACTUAL_PAIRS = 1500  # the version 2 recipe
+DEFAULT_TRAIN_CONTEXTS = {"qa": 600, "dialogue": 900, "summarization": 300}  # the version 2 recipe
+DEFAULT_COUNTERFACTUAL_PAIRS = 1000  # the version 2 recipe
 
 
 def build_halueval_sets(
