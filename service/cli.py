@@ -33,7 +33,7 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = getattr(self._app.state, "lunaserve", None)
         if state is not None:
-            state.draining = True
+            state.registry.start_draining()
         super().handle_exit(sig, frame)
 
 

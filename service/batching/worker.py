@@ -25,7 +25,14 @@ log = logging.getLogger(__name__)
 
 
 class DeadlineExceededError(Exception):
-    """The request's deadline passed while it waited; it was dropped before inference."""
+    """The request's deadline passed while it waited; it was dropped before inference.
+
+    `retry_after_s` is a hint for the client; the registry sets it from the queue's load.
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class BatchFailedError(Exception):
