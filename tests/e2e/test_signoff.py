@@ -55,7 +55,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(workdir: Path) -> Iterator[LocalServer]:
-    with LocalServer(workdir / "repo", workdir / "server.log") as running:
+    with LocalServer(workdir / "repo", workdir / "server.log", ["--batching.calibrate", "false"]) as running:
         yield running
 
 
@@ -99,6 +99,8 @@ def test_signoff_passes_and_exits_zero(workdir: Path, tmp_path: Path) -> None:
         str(workdir / "test.csv"),
         "--repository",
         str(workdir / "repo"),
+        "--server-args",
+        "--batching.calibrate false",
         "--out",
         str(out),
     )
