@@ -124,17 +124,13 @@ class MetricRegistry:
     # -- health and lifecycle --------------------------------------------------------------
 
     def health(self) -> dict[str, str]:
-        """Readiness checks by name, "ok" or what is wrong."""
+        """Readiness checks by name, "ok" or what is wrong; ready when every one is "ok"."""
         dead = [name for name, m in self.active.items() if not m.scheduler.alive]
         return {
             "loaded": "ok" if self.active and self.started else "no metric loaded",
             "schedulers": "ok" if not dead else "dead: " + ", ".join(dead),
             "draining": "draining" if self.draining else "ok",
         }
-
-    @property
-    def healthy(self) -> bool:
-        return all(v == "ok" for v in self.health().values())
 
     async def start(self) -> None:
         """Serve the newest verifiable version of every metric; raises if none can be served."""
