@@ -453,3 +453,31 @@ async def test_api_inference_budget_counts_from_arrival_less_the_response_allowa
             40: "30 ms timeout: raise timeout_ms or split it",
             12: "6 ms timeout: raise timeout_ms or split it",  # the allowance takes half, at most
         }
+
+
+async def test_api_draining_fails_readiness_and_refuses_scoring_at_once(repository: Path) -> None:
+    """The registry owns draining: readiness and the scoring routes both read it."""
+    app = create_app(settings_for(repository))
+    async for client in started(app):
+        app.state.lunaserve.registry.start_draining()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["draining"] == "draining"
+        refused = await client.post(SCORE, json={"items": [item("good")]})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["detail"] == "the server is shutting down"
+        body = {"metrics": ["context_adherence"], "items": [item("good")]}
+        assert (await client.post("/v1/score", json=body)).status_code == 503
+
+
+async def test_api_outcomes_are_counted_once_by_class(
+    client: httpx.AsyncClient, prometheus: CollectorRegistry
+) -> None:
+    await client.post(SCORE, json={"items": [item("good")], "traffic_class": "observability"})
+    await client.post("/v1/metrics/toxicity_like/score", json={"items": [{"output": "good " * 100}]})
+    assert requests_total(prometheus, "context_adherence", "observability", "ok") == 1.0
+    assert requests_total(prometheus, "context_adherence", "guardrail", "ok") is None
+    # an item its metric's policy refuses is counted before its class is known (as it always was)
+    assert requests_total(prometheus, "toxicity_like", "unknown", "invalid") == 1.0
+    duration = {"metric": "context_adherence", "traffic_class": "observability"}
+    assert prometheus.get_sample_value("lunaserve_request_duration_seconds_count", duration) == 1.0
+    assert prometheus.get_sample_value("lunaserve_inference_duration_seconds_count", duration) == 1.0
