@@ -33,12 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.batching.policy import BatchLimits, Priority, QueuedWindow, choose_batch, decide  # noqa: E402
+from service.batching.policy import Priority, QueuedWindow, choose_batch, decide  # noqa: E402
 from service.batching.queue import RequestQueue, RequestResult  # noqa: E402
+from service.config import BatchingSettings  # noqa: E402
 from service.runtime.encoding import Window  # noqa: E402
 
 COST_PER_TOKEN_S = 1e-4  # the scheduler's starting estimate: a 512-token window is due 51 ms early
-LIMITS = BatchLimits()  # the served defaults: 1024 padded tokens, 32 rows, 128 windows looked at
+LIMITS = BatchingSettings().limits()  # served defaults: 1024 padded tokens, 32 rows, 128 windows looked at
 BUDGET_MS = 1.0
 
 

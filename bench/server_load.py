@@ -1,10 +1,15 @@
 """Server benchmark: offline ceiling, open-loop capacity, guardrail isolation, overload.
 
 Runs everything in one go so the ratios compare numbers taken on the same machine in the same
-minutes. The server and the load generator are pinned to separate CPUs when there are at least
-two (`taskset`); the offline ceiling is measured with the server's thread count, on its CPU.
+minutes. Built on the sign-off's parts (`loadtest/`): CPU placement (`placement`: the server
+and the load generator on separate CPUs when there are at least two), Poisson arrivals
+(`arrivals`), per-request samples and their percentiles (`samples`), and the capacity step
+search (`search`). The offline ceiling is measured with the server's thread count, on its CPUs.
+The generator is aiohttp in one event loop rather than Locust: at these rates its per-request
+cost must stay far below the server's.
 
     python bench/server_load.py --repository repository --out docs/benchmarks.json
+    python bench/server_load.py --quick --step-s 5 --out build/bench/quick.json   # a few minutes
 
 Not a test: figures go into docs/benchmarks.md and closing notes.
 """
@@ -16,7 +21,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,12 +29,17 @@ from pathlib import Path
 import aiohttp
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.queue_model import highest_rate_within  # noqa: E402
 from bench.runtime_latency import item_of_tokens  # noqa: E402
+from loadtest.arrivals import arrival_offsets  # noqa: E402
+from loadtest.placement import place  # noqa: E402
+from loadtest.samples import Sample, SpanFigures, span_figures  # noqa: E402
+from loadtest.search import Probe, step_search  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
@@ -40,40 +49,60 @@ SLO_P99_S = 0.100
 
 @dataclass
 class RunResult:
+    """One constant-rate run: a `loadtest.samples.Sample` per request (latency counted from its
+    scheduled arrival, so a late send counts against the server as in an open loop) and the
+    server's own queue and inference times of each answered one."""
+
     offered_rps: float
     duration_s: float
-    sent: int = 0
-    ok: int = 0
-    rejected_503: int = 0
+    started_at: float = 0.0  # wall clock of the first scheduled arrival
+    samples: list[Sample] = field(default_factory=list)
     rejected_with_retry_after: int = 0
-    other_errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
     server_ms: list[tuple[float, float]] = field(default_factory=list)  # (queue, inference) per ok
     steal_share: float | None = None  # CPU time the hypervisor gave to other guests meanwhile
 
     @property
+    def figures(self) -> SpanFigures:
+        return span_figures(self.samples, self.started_at, self.started_at + self.duration_s)
+
+    @property
     def achieved_rps(self) -> float:
-        return self.ok / self.duration_s
+        return self.figures.achieved_qps
+
+    @property
+    def sent(self) -> int:
+        return len(self.samples)
+
+    @property
+    def rejected_503(self) -> int:
+        return sum(s.status == 503 for s in self.samples)
+
+    @property
+    def other_errors(self) -> int:
+        return sum(s.status not in (200, 503) for s in self.samples)
 
     def p(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+        figures = self.figures
+        value = {50: figures.p50_ms, 95: figures.p95_ms, 99: figures.p99_ms}[int(q)]
+        return float("nan") if value is None else value
 
     def tail(self, q: float = 99) -> dict[str, float]:
         """Where the time of the requests at or past the q-th percentile went, in mean ms: the
         scheduler queue and the forward pass (the server's timing headers) and everything else
         (HTTP, the event loop, the load generator)."""
-        if not self.latencies_ms:
+        latency = np.asarray([s.latency_ms for s in self.samples if s.ok])
+        if not latency.size:
             return {}
-        latency = np.asarray(self.latencies_ms)
         slow = latency >= np.percentile(latency, q)
         queue, infer = np.asarray(self.server_ms)[slow].T
         return {"queue_ms": round(float(queue.mean()), 2), "inference_ms": round(float(infer.mean()), 2),
                 "other_ms": round(float((latency[slow] - queue - infer).mean()), 2)}  # fmt: skip
 
     def summary(self) -> dict[str, object]:
+        figures = self.figures
         return {
-            "offered_rps": round(self.offered_rps, 1), "achieved_rps": round(self.achieved_rps, 1),
-            "sent": self.sent, "ok": self.ok, "rejected_503": self.rejected_503,
+            "offered_rps": round(self.offered_rps, 1), "achieved_rps": round(figures.achieved_qps, 1),
+            "sent": figures.sent, "ok": figures.ok, "rejected_503": self.rejected_503,
             "rejected_with_retry_after": self.rejected_with_retry_after, "other_errors": self.other_errors,
             "p50_ms": round(self.p(50), 2), "p95_ms": round(self.p(95), 2), "p99_ms": round(self.p(99), 2),
             "p99_tail": self.tail(99), "steal_share": self.steal_share,
@@ -86,7 +115,9 @@ def length_mix(model: MetricModel, lengths: list[int], seed: int = 0) -> list[di
     return [cache[rng.choice(lengths)] for _ in range(512)]
 
 
-def offline_ceiling(model: MetricModel, items: list[dict[str, str]], repeats: int = 2) -> dict[str, object]:
+def offline_ceiling(
+    model: MetricModel, items: list[dict[str, str]], repeats: int = 2, count: int = 256
+) -> dict[str, object]:
     """Items/s of the runtime alone at the best of a few batch sizes (length-sorted batches),
     and each item's own time alone, the fastest of a few passes (the ideal queue's service
     times: one noisy pass would put its spikes into 1% of the simulated jobs, i.e. the p99)."""
@@ -95,12 +126,12 @@ def offline_ceiling(model: MetricModel, items: list[dict[str, str]], repeats: in
         model.score(items[:64], max_batch_rows=rows, max_batch_tokens=rows * 512)
         for _ in range(repeats):  # the fastest pass: machine noise only ever slows one down
             start = time.perf_counter()
-            model.score(items[:256], max_batch_rows=rows, max_batch_tokens=rows * 512)
-            best[str(rows)] = max(best.get(str(rows), 0.0), 256 / (time.perf_counter() - start))
+            model.score(items[:count], max_batch_rows=rows, max_batch_tokens=rows * 512)
+            best[str(rows)] = max(best.get(str(rows), 0.0), count / (time.perf_counter() - start))
     passes = []
     for _ in range(repeats + 1):  # each item's fastest time alone, as for the batches above
         times = []
-        for item in items[:256]:
+        for item in items[:count]:
             start = time.perf_counter()
             model.score([item])
             times.append(time.perf_counter() - start)
@@ -113,7 +144,8 @@ async def open_loop(
     url: str, items: list[dict[str, str]], rps: float, duration_s: float, *, traffic_class: str,
     timeout_ms: float, seed: int,
 ) -> RunResult:  # fmt: skip
-    """Poisson arrivals at `rps` for `duration_s`; each request is sent at its scheduled time.
+    """Poisson arrivals at `rps` for `duration_s` (`loadtest.arrivals`); each request is sent at
+    its scheduled time.
 
     aiohttp rather than httpx: on the generator's one CPU httpx spends ~1.5 ms per request
     against aiohttp's ~0.3 ms, and that time (and its queueing in a burst) would count as server
@@ -125,38 +157,33 @@ async def open_loop(
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
 
-        async def one(item: dict[str, str], scheduled: float) -> None:
+        async def one(item: dict[str, str], due: float) -> None:
             body = {"items": [item], "traffic_class": traffic_class, "timeout_ms": timeout_ms}
+            lag_ms = max(0.0, (time.perf_counter() - due) * 1000)
             try:
                 async with client.post(f"/v1/metrics/{METRIC}/score", json=body) as response:
                     await response.read()
                     status, headers = response.status, response.headers
             except (aiohttp.ClientError, TimeoutError):
-                result.other_errors += 1
-                return
-            elapsed_ms = (time.perf_counter() - scheduled) * 1000
-            if status == 200:
-                result.ok += 1
-                result.latencies_ms.append(elapsed_ms)
+                status, headers = 0, None
+            latency_ms = (time.perf_counter() - due) * 1000
+            sent_at = result.started_at + (due - start) + lag_ms / 1000
+            result.samples.append(Sample(sent_at, latency_ms, status, lag_ms, 0, 0))
+            if status == 200 and headers is not None:
                 result.server_ms.append(
                     (float(headers["x-queue-time-ms"]), float(headers["x-inference-time-ms"]))
                 )
-            elif status == 503:
-                result.rejected_503 += 1
+            elif status == 503 and headers is not None:
                 result.rejected_with_retry_after += "retry-after" in headers
-            else:
-                result.other_errors += 1
 
         tasks = []
+        result.started_at = time.time()
         start = time.perf_counter()
-        next_at = start
-        while next_at - start < duration_s:
-            delay = next_at - time.perf_counter()
+        for offset in arrival_offsets(rng, rps, duration_s):
+            delay = start + offset - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(rng.choice(items), next_at)))
-            result.sent += 1
-            next_at += rng.expovariate(rps)
+            tasks.append(asyncio.create_task(one(rng.choice(items), start + offset)))
         await asyncio.gather(*tasks)
     result.steal_share = _steal_share(before, _cpu_times())
     return result
@@ -191,17 +218,28 @@ def _steal_share(before: list[int] | None, after: list[int] | None) -> float | N
 
 
 async def capacity_search(
-    url: str, items: list[dict[str, str]], ceiling: float, step_s: float
+    url: str, items: list[dict[str, str]], ceiling: float, step_s: float, max_steps: int = 8
 ) -> list[RunResult]:
-    """Rates from 30% to 110% of the ceiling; the answer is the highest whose p99 <= 100 ms."""
-    runs = []
-    for share in (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.75, 0.85, 0.95, 1.05):
-        run = await open_loop(url, items, ceiling * share, step_s, traffic_class="observability",
-                              timeout_ms=30_000, seed=int(share * 100))  # fmt: skip
+    """`loadtest.search.step_search` from half the ceiling: a step passes when its p99 is within
+    100 ms with no error and no 503; the answer is the highest rate achieved by a passing step."""
+    runs: list[RunResult] = []
+    loop = asyncio.get_running_loop()
+
+    def probe(rps: float) -> Probe:
+        run = asyncio.run_coroutine_threadsafe(
+            open_loop(url, items, rps, step_s, traffic_class="observability", timeout_ms=30_000,
+                      seed=len(runs) + 1),
+            loop,
+        ).result()  # fmt: skip
         runs.append(run)
-        print(f"  {share:.0%} of ceiling: {run.summary()}", flush=True)
-        if run.p(99) > 4 * SLO_P99_S * 1000:
-            break
+        print(f"  {rps / ceiling:.0%} of ceiling: {run.summary()}", flush=True)
+        passed = run.p(99) <= SLO_P99_S * 1000 and run.other_errors == 0 and run.rejected_503 == 0
+        return Probe(rps, passed, p99_ms=run.p(99), achieved_qps=run.achieved_rps)
+
+    await asyncio.to_thread(
+        step_search, probe, 0.5 * ceiling, growth=1.25, resolution=0.05, max_steps=max_steps,
+        max_qps=1.1 * ceiling,
+    )
     return runs
 
 
@@ -238,36 +276,37 @@ async def overload(
 
 
 async def bench(args: argparse.Namespace) -> dict[str, object]:
-    cpus = os.cpu_count() or 1
-    server_cpus, client_cpus = ("1", "0") if cpus >= 2 else (None, None)
-    if client_cpus and shutil.which("taskset"):
-        os.sched_setaffinity(0, {int(client_cpus)})
-    threads = 1 if server_cpus else 0
+    placement = place()  # as the sign-off: generator on the first quarter of the CPUs, server on the rest
+    threads = placement.server_threads
     model = MetricModel.load(args.repository / METRIC / args.version, intra_op_threads=threads)
-    if server_cpus:
-        # measure the ceiling on the server's CPU with the server's threads
-        os.sched_setaffinity(0, {int(server_cpus)})
-    mixes = {"64-256": length_mix(model, [64, 96, 128, 192, 256]), "512": length_mix(model, [512])}
-    ceilings = {name: offline_ceiling(model, items) for name, items in mixes.items()}
+    if placement.pinned:
+        # measure the ceiling on the server's CPUs with the server's threads
+        os.sched_setaffinity(0, set(placement.server_cpus))
+    mixes = {"64-256": length_mix(model, [64, 96, 128, 192, 256])}
+    if not args.quick:
+        mixes["512"] = length_mix(model, [512])
+    repeats, count = (1, 128) if args.quick else (2, 256)
+    ceilings = {name: offline_ceiling(model, items, repeats, count) for name, items in mixes.items()}
     service_s = np.asarray(ceilings["64-256"].pop("service_s"))
-    ceilings["512"].pop("service_s")
+    for other in ceilings.values():
+        other.pop("service_s", None)
     print("offline ceiling:", json.dumps(ceilings), flush=True)
     ideal = highest_rate_within(service_s, SLO_P99_S)
     print(f"ideal FIFO queue on the runtime's own service times: {ideal:.1f} req/s within p99 100 ms")
-    if client_cpus:
-        os.sched_setaffinity(0, {int(client_cpus)})
+    if placement.pinned:
+        os.sched_setaffinity(0, set(placement.generator_cpus))
     del model
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server = LocalServer(
         args.repository, args.out.with_suffix(".server.log"),
         ["--log_level", "warning", "--deadlines.max_timeout_ms", "60000"],
-        cpus=[int(server_cpus)] if server_cpus else (), threads=threads,
+        cpus=placement.server_cpus if placement.pinned else (), threads=threads,
     ).start()  # fmt: skip
     url = server.url
     try:
         mix = mixes["64-256"]
         ceiling = float(ceilings["64-256"]["best_items_per_s"])  # type: ignore[arg-type]
-        runs = await capacity_search(url, mix, ceiling, args.step_s)
+        runs = await capacity_search(url, mix, ceiling, args.step_s, max_steps=5 if args.quick else 8)
         within = [
             r for r in runs if r.p(99) <= SLO_P99_S * 1000 and r.other_errors == 0 and r.rejected_503 == 0
         ]
@@ -283,9 +322,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     return {
         "machine": {
             "cpu_model": _cpu_model(),
-            "cpus": cpus,
-            "server_cpus": server_cpus,
-            "client_cpus": client_cpus,
+            "cpus": os.cpu_count(),
+            "placement": placement.describe(),
             "threads": threads,
         },
         "offline_ceiling": ceilings,
@@ -305,12 +343,13 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _padding(scrape: str) -> float | None:
-    real = padded = 0.0
-    for line in scrape.splitlines():
-        if line.startswith("lunaserve_batch_real_tokens_total"):
-            real += float(line.split()[-1])
-        elif line.startswith("lunaserve_batch_padded_tokens_total"):
-            padded += float(line.split()[-1])
+    """Share of the padded tokens run through the model that were padding (Prometheus counters)."""
+    totals = {"lunaserve_batch_real_tokens_total": 0.0, "lunaserve_batch_padded_tokens_total": 0.0}
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    real, padded = totals.values()
     return 1 - real / padded if padded else None
 
 
@@ -323,6 +362,11 @@ def main() -> None:
     parser.add_argument(
         "--step-s", type=float, default=30.0,
         help="seconds per load step (a p99 wants 1000+ requests: shorter steps make it noisy)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a few minutes: ceiling on the 64-256 mix only, one pass of 128 items, at most 5 search"
+        " steps (use with --step-s 5; for same-run ratios, not for docs/benchmarks.md figures)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
     args = parser.parse_args()

@@ -1,8 +1,11 @@
 """`lunaserve signoff`: arguments -> `Signoff` -> exit code (0 only if every requirement passed).
 
-Exit codes: 0 every requirement passed; 1 some requirement failed (the report says which);
-2 the sign-off could not run (bad requirements file, unreachable server, missing tokenizer...).
-Expected failures print one `lunaserve signoff: error: ...` line, never a traceback.
+`lunaserve.cli` mounts `add_arguments` and `run` as its `signoff` subcommand; `main` runs the same
+parser alone. Exit codes: 0 every requirement passed; 1 some requirement failed (the report says
+which); 2 the sign-off could not run (bad requirements file, unreachable server, missing
+tokenizer...). Expected failures print one `lunaserve signoff: error: ...` line, never a traceback.
+Every path is resolved against the caller's working directory before anything starts, because
+the server and Locust run from the project root.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ from pathlib import Path
 USAGE_ERROR = 2
 
 
+DESCRIPTION = "Load-test and quality-check a metric against its owner's stated requirements."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lunaserve signoff",
-        description="Load-test and quality-check a metric against its owner's stated requirements.",
-    )
+    parser = argparse.ArgumentParser(prog="lunaserve signoff", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requirements",
         type=Path,
@@ -59,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run Locust as a master with this many local workers (for rates beyond one generator process)",
     )
     parser.add_argument("--no-search", action="store_true", help="skip the capacity step search")
-    return parser
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().resolve()
 
 
 def main(argv: list[str]) -> int:
@@ -68,6 +79,10 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage error (or --help)
         return int(exc.code or 0)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         print("lunaserve signoff: error: --workers must be >= 0", file=sys.stderr)
         return USAGE_ERROR
@@ -81,12 +96,12 @@ def main(argv: list[str]) -> int:
         requirements = load_requirements(args.requirements)
         out = args.out or Path("build/signoff") / f"{requirements.metric}-{time.strftime('%Y%m%d-%H%M%S')}"
         options = SignoffOptions(
-            requirements=args.requirements,
-            test_set=args.test_set,
+            requirements=args.requirements.resolve(),
+            test_set=_absolute(args.test_set),
             url=args.url,
-            repository=args.repository,
-            tokenizer=args.tokenizer,
-            out_dir=out,
+            repository=_absolute(args.repository),
+            tokenizer=_absolute(args.tokenizer),
+            out_dir=out.expanduser().resolve(),
             workers=args.workers,
             search=not args.no_search,
             server_args=shlex.split(args.server_args),

@@ -32,6 +32,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest.arrivals import first_gap, next_gap
 from loadtest.gate import judge, write_verdict
 from loadtest.plan import LoadPlan
 from loadtest.samples import Sample, write_samples
@@ -137,14 +138,12 @@ class ScoringUser(FastHttpUser):
         seed = zlib.crc32(f"{state.plan.seed}:{id(self)}:{time.time_ns()}".encode())
         self.rng = random.Random(seed)
         poisson, rate = self.plan.arrivals == "poisson", self.plan.per_user_qps
-        first = self.rng.expovariate(rate) if poisson else self.rng.uniform(0, 1 / rate)
-        self.next_due = time.time() + first  # the next arrival not yet sent
+        self.next_due = time.time() + first_gap(self.rng, rate, poisson=poisson)  # next arrival not yet sent
         self.busy_until = 0.0  # when the last request ended
         gevent.sleep(max(0.0, self.next_due - time.time()))
 
     def _gap(self) -> float:
-        rate = self.plan.per_user_qps
-        return self.rng.expovariate(rate) if self.plan.arrivals == "poisson" else 1 / rate
+        return next_gap(self.rng, self.plan.per_user_qps, poisson=self.plan.arrivals == "poisson")
 
     def wait_time(self) -> float:
         """Time to the next arrival on this user's schedule; the schedule never slips."""

@@ -71,7 +71,8 @@ def run_plan(
     plan: LoadPlan, host: str, placement: Placement, *, workers: int = 0, label: str = "run"
 ) -> LoadRun:
     """Run `plan` against `host`; `workers` > 0 runs a master and that many local workers."""
-    out = Path(plan.out_dir)
+    out = Path(plan.out_dir).resolve()  # Locust runs from the project root, not from here
+    plan = plan.model_copy(update={"out_dir": str(out)})
     out.mkdir(parents=True, exist_ok=True)
     plan_path = plan.write(out / "plan.json")
     stop_timeout = plan.client_timeout_s

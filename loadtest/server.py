@@ -52,6 +52,7 @@ class LocalServer:
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.env = {**os.environ, **(env or {})}
+        repository = Path(repository).resolve()  # the server runs from the project root
         self.command = [
             *taskset(cpus), sys.executable, "-m", "lunaserve.cli", "serve", "--repository", str(repository),
             "--host", "127.0.0.1", "--port", str(self.port), "--intra_op_threads", str(threads),

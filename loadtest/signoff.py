@@ -34,13 +34,15 @@ from loadtest.requirements import LatencyBudget, Requirements, load_requirements
 from loadtest.runner import LoadRun, run_plan
 from loadtest.samples import read_samples
 from loadtest.search import Probe, SearchResult, step_search
-from loadtest.server import ROOT, LocalServer
+from loadtest.server import LocalServer
 from models.data_check import DataFileError, check_dataset, read_labelled_csv
+from service.config import Settings
 from service.runtime.artifact import load_artifact
 from service.runtime.encoding import PairEncoder
 from service.runtime.spec import MetricSpec
 
-DEFAULT_REPOSITORY = ROOT / "repository"
+# the server's own default (defined once, in Settings), whatever LUNASERVE_* says here
+DEFAULT_REPOSITORY: Path = Settings.model_fields["repository"].default
 POOL_ITEMS = 200  # distinct items per load level; requests draw from them at random
 DISTRIBUTED_DRAIN_S = 4.0  # workers report samples every 3 s: wait for the last report
 

@@ -1,7 +1,10 @@
-"""The `lunaserve` command: parses arguments and hands off to the module that owns the work.
+"""The `lunaserve` command: one argparse parser with a subcommand per job, handing off to the
+module that owns the work.
 
 Subcommands import their module only when run, so `lunaserve serve` never loads torch and a
-serving install without the export extra still has a working CLI.
+serving install without the export extra still has a working CLI. `serve`'s flags are the
+server settings (added to its subparser from `Settings` by pydantic-settings), `signoff`'s come
+from `loadtest.cli`. Every path is taken relative to the working directory the command runs in.
 """
 
 from __future__ import annotations
@@ -13,10 +16,22 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pydantic_settings import CliSettingsSource
+
+from loadtest import cli as signoff_cli
+from service.config import Settings
 from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import SpecError, load_spec
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "specs" / "context_adherence.yaml"
+OK, CHECK_FAILED, USAGE_ERROR = 0, 1, 2
+EXIT_CODES = """exit status (every subcommand):
+  0  done; every check passed
+  1  a check failed (dataset rules, parity, verification, a sign-off requirement) or the work
+     could not be done; one line on stderr says why
+  2  usage or input error: unknown flag or subcommand, an invalid server setting, nothing to
+     serve, a sign-off that cannot start (bad requirements file, unreachable server)
+"""
 
 
 class CommandError(Exception):
@@ -149,14 +164,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from service.cli import serve
-
-    return serve(args.settings)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lunaserve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lunaserve",
+        description="Export, check, serve and sign off evaluation (metric) models.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -255,29 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser(
         "serve",
         help="serve every metric in the repository over HTTP",
-        description="Flags are the server settings (also LUNASERVE_* variables); see --help.",
-        add_help=False,
+        description="Flags are the server settings (also LUNASERVE_* variables, nested with __).",
     )
-    sv.add_argument("settings", nargs=argparse.REMAINDER, help="e.g. --repository DIR --port 8000")
-    sv.set_defaults(handler=_cmd_serve)
-    sub.add_parser(
+    settings_source = CliSettingsSource(Settings, root_parser=sv, cli_prog_name="lunaserve serve")
+    sv.set_defaults(handler=lambda args: _cmd_serve(args, settings_source))
+    so = sub.add_parser(
         "signoff",
         help="load-test and quality-check a deployment against stated requirements",
-        add_help=False,
+        description=signoff_cli.DESCRIPTION,
     )
+    signoff_cli.add_arguments(so)
+    so.set_defaults(handler=signoff_cli.run)
     return parser
+
+
+def _cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Settings]) -> int:
+    from service.cli import serve
+
+    return serve(lambda: Settings(_cli_settings_source=source(parsed_args=args)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:  # every flag after `serve` is a server setting (pydantic-settings)
-        return _cmd_serve(argparse.Namespace(settings=argv[1:]))
-    if argv[:1] == ["signoff"]:  # the load-test package owns its arguments
-        from loadtest.cli import main as signoff_main
-
-        return signoff_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage error (status 2) or the help (0)
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -289,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every expected failure (bad file, bad spec, failed download, parity miss) is a
         # ValueError/OSError subclass with a message written for the user.
         print(f"lunaserve: error: {exc}", file=sys.stderr)
-        return 1
+        return CHECK_FAILED
     except KeyboardInterrupt:
         print("lunaserve: interrupted", file=sys.stderr)
         return 130

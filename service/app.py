@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.errors import PayloadTooLargeError, install_error_handlers, problem_response
 from service.api.routes import router
 from service.batching.clock import Clock, MonotonicClock
+from service.batching.runner import RunnerFactory, ThreadRunner
 from service.config import Settings
 from service.metrics import ServerMetrics
 from service.registry import MetricRegistry
@@ -87,28 +88,30 @@ class RequestContextMiddleware:
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, registry: CollectorRegistry | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    prometheus_registry: CollectorRegistry | None = None,
+    runner_factory: RunnerFactory = ThreadRunner,
 ) -> FastAPI:
+    """The app: `clock` times deadlines and batching (tests pass a FakeClock), every series goes
+    to `prometheus_registry` (never the global one), and `runner_factory` builds each served
+    version's runner from its model's forward pass (tests pass one that holds or fails a batch)."""
     clock = clock or MonotonicClock()
-    metrics = ServerMetrics(registry or CollectorRegistry())
+    prometheus_registry = prometheus_registry or CollectorRegistry()
+    server_metrics = ServerMetrics(prometheus_registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = AppState(settings, clock, metrics, MetricRegistry(settings, metrics, clock))
-        app.state.lunaserve = state
-        problems = await state.registry.load_repository()
-        if not state.registry.active:
-            raise RuntimeError(
-                f"no servable metric in {settings.repository}: {'; '.join(problems) or 'empty'}"
-            )
-        state.started = True
-        log.info("ready: %s", ", ".join(f"{n}/{m.spec.version}" for n, m in state.registry.active.items()))
+        registry = MetricRegistry(settings, server_metrics, clock, runner_factory)
+        app.state.lunaserve = AppState(settings, clock, registry, prometheus_registry)
+        await registry.start()
         try:
             yield
         finally:
-            state.draining = True
-            await state.registry.close()
-            log.info("drained and stopped; requests by outcome: %s", json.dumps(metrics.outcome_totals()))
+            await registry.close()
+            totals = server_metrics.outcome_totals()
+            log.info("drained and stopped; requests by outcome: %s", json.dumps(totals))
 
     app = FastAPI(
         title="lunaserve",

@@ -1,5 +1,8 @@
 """`lunaserve serve`: settings from environment and CLI, logging, then uvicorn on one worker.
 
+`lunaserve.cli` parses the flags (the settings, added to its `serve` subparser by
+pydantic-settings) and hands over a function that builds the `Settings`.
+
 One process, one event loop, one inference thread per model: scale with replicas, not workers.
 On SIGTERM readiness fails at once, accepted requests finish, then the process exits.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -33,18 +36,14 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = getattr(self._app.state, "lunaserve", None)
         if state is not None:
-            state.draining = True
+            state.registry.start_draining()
         super().handle_exit(sig, frame)
 
 
-def load_settings(args: Sequence[str]) -> Settings:
-    """Settings from LUNASERVE_* variables, overridden by `--field value` flags."""
-    return Settings(_cli_parse_args=list(args), _cli_prog_name="lunaserve serve")
-
-
-def serve(args: Sequence[str]) -> int:
+def serve(load_settings: Callable[[], Settings]) -> int:
+    """Serve until stopped; 2 when the settings are invalid or there is nothing to serve."""
     try:
-        settings = load_settings(args)
+        settings = load_settings()
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"]) or "settings"

@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.batching.admission import AdmissionLimits
 from service.batching.policy import BatchLimits
-from service.batching.scheduler import AdmissionLimits
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "repository"
 
@@ -45,6 +45,12 @@ class BatchingSettings(BaseModel):
         description="While guardrail traffic flows, observability rows may fill a batch only up to this many "
         "padded tokens: lower guardrail tail latency, lower observability throughput.",
     )
+    guardrail_active_s: float = Field(
+        1.0,
+        ge=0,
+        description="Guardrail traffic counts as flowing this long after its last request arrived: longer"
+        " keeps observability batches short for longer after a guardrail burst.",
+    )
 
     calibrate: bool = Field(
         True,
@@ -69,6 +75,7 @@ class BatchingSettings(BaseModel):
             max_wait_s=self.max_wait_ms / 1000,
             lookahead_rows=self.lookahead_rows,
             guardrail_active_batch_tokens=self.guardrail_active_batch_tokens,
+            guardrail_active_s=self.guardrail_active_s,
         )
 
 
@@ -81,12 +88,27 @@ class AdmissionSettings(BaseModel):
         le=1,
         description="Share of the token bound observability may fill; guardrail keeps the rest.",
     )
+    initial_cost_per_token_s: float = Field(
+        1e-4,
+        ge=0,
+        description="Inference seconds per token assumed until the first batch is measured: higher refuses"
+        " more at start-up, lower admits work that may then miss its deadline.",
+    )
+    cost_smoothing: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Weight of the newest batch in the running cost per token: higher follows load changes"
+        " faster, lower is steadier.",
+    )
 
     def limits(self) -> AdmissionLimits:
         return AdmissionLimits(
             max_queue_requests=self.max_queue_requests,
             max_queue_tokens=self.max_queue_tokens,
             observability_share=self.observability_share,
+            initial_cost_per_token_s=self.initial_cost_per_token_s,
+            cost_smoothing=self.cost_smoothing,
         )
 
 

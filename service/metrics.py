@@ -1,8 +1,10 @@
 """Every Prometheus series the server exports: names, buckets and label sets in one place.
 
 Base units (seconds, tokens), `lunaserve_` prefix, and bounded labels: `metric` comes from the
-repository (a handful), `traffic_class`, `outcome` and `reason` from fixed sets. The registry is
-passed in, never the global one, so tests and several apps in one process do not collide.
+repository (a handful), `traffic_class`, `outcome` and `reason` from fixed sets. The Prometheus
+registry is passed in, never the global one, so tests and several apps in one process do not
+collide. `SchedulerMetrics` is the only writer of the per-request and per-batch series: the
+scheduler's observer (`service.batching.observer`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ OUTCOMES = ("ok", "rejected", "expired", "failed", "cancelled", "invalid")
 
 
 class ServerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+    def __init__(self, prometheus_registry: CollectorRegistry) -> None:
+        self.prometheus_registry = registry = prometheus_registry
         by_class = ["metric", "traffic_class"]
         self.request_duration = Histogram(
             "lunaserve_request_duration_seconds",
@@ -151,3 +153,17 @@ class SchedulerMetrics:
     def queue_changed(self, requests: int, tokens: int) -> None:
         self.m.queue_depth.labels(self.metric).set(requests)
         self.m.queued_tokens.labels(self.metric).set(tokens)
+
+    def cost_changed(self, per_token_s: float) -> None:
+        self.m.cost_per_token.labels(self.metric).set(per_token_s)
+
+    def request_ended(self, priority: Priority, seconds: float) -> None:
+        self.m.request_duration.labels(self.metric, TRAFFIC_CLASS[priority]).observe(seconds)
+
+    def request_outcome(self, priority: Priority | None, outcome: str) -> None:
+        cls = TRAFFIC_CLASS[priority] if priority is not None else "unknown"
+        self.m.requests.labels(self.metric, cls, outcome).inc()
+
+    def request_scored(self, priority: Priority, inference_s: float, tokens: int) -> None:
+        self.m.inference_duration.labels(self.metric, TRAFFIC_CLASS[priority]).observe(inference_s)
+        self.m.input_tokens.labels(self.metric).observe(tokens)

@@ -4,6 +4,12 @@ A swap loads and verifies the new version beside the old one, warms it, starts i
 then replaces the active entry in one assignment and drains the old one in the background.
 A request that reached the old version as it began draining is re-run on the new one, so no
 request fails because of a swap.
+
+`score` is the request path's one call: it checks the items, runs them on the active version
+and returns the results with their timings; every outcome of a scoring request (ok, invalid,
+rejected, expired, failed, cancelled) is recorded here, through the metric's observer
+(`service.metrics.SchedulerMetrics`). The registry also owns the server's health and its
+draining state, which readiness reports and the scoring routes consult.
 """
 
 from __future__ import annotations
@@ -12,33 +18,48 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-from service.batching.calibration import BatchCalibration, calibrate
 from service.batching.clock import Clock
 from service.batching.observer import NullObserver
 from service.batching.policy import Priority
-from service.batching.queue import RequestResult
-from service.batching.runner import ThreadRunner
-from service.batching.scheduler import AdmissionError, BatchScheduler
-from service.config import BatchingSettings, Settings
+from service.batching.runner import Runner, RunnerFactory, ThreadRunner
+from service.batching.scheduler import (
+    AdmissionError,
+    BatchFailedError,
+    BatchScheduler,
+    DeadlineExceededError,
+    RequestTooLargeError,
+)
+from service.config import Settings
+from service.loaded_metric import (
+    Item,
+    LoadedMetric,
+    ScoredItems,
+    SupersededError,
+    UnscorableItemsError,
+    calibrate_batches,
+    check_items,
+    warm_up,
+)
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
 from service.runtime.classifier import MetricModel
-from service.runtime.encoding import EncodedItem, ItemTooLongError, Window
-from service.runtime.postprocess import ItemScore
-from service.runtime.spec import NAME_PATTERN, VERSION_PATTERN, MetricSpec
+from service.runtime.spec import NAME_PATTERN, VERSION_PATTERN
 
 log = logging.getLogger(__name__)
 
-Item = Mapping[str, str | None]
-INLINE_ENCODE_CHARS = 16_000  # about 4k tokens: ~1 ms of tokenising
-WARMUP_ITEM = {
-    "input": "What is the capital of France?",
-    "output": "Paris.",
-    "context": "Paris is in France.",
+TRAFFIC_CLASSES = {"guardrail": Priority.GUARDRAIL, "observability": Priority.OBSERVABILITY}
+# How a scoring request ended, by the error it ended with (Prometheus `outcome` label);
+# errors not listed (an unknown metric, items refused before scoring) are not counted.
+OUTCOMES: dict[type[BaseException], str] = {
+    UnscorableItemsError: "invalid",
+    RequestTooLargeError: "invalid",
+    AdmissionError: "rejected",
+    DeadlineExceededError: "expired",
+    BatchFailedError: "failed",
+    asyncio.CancelledError: "cancelled",
 }
 
 
@@ -46,111 +67,28 @@ class MetricNotFoundError(LookupError):
     """No such metric (or version) in the repository."""
 
 
-class InvalidItemError(ValueError):
-    """An item the metric cannot score under its spec; `index` is its place in the request."""
-
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-class _SupersededError(Exception):
-    """The version drained while the request was on its way; retry on the active one."""
-
-
-@dataclass(frozen=True)
-class ScoredItems:
-    metric: str
-    version: str
-    results: list[ItemScore]
-    queued_s: float
-    inference_s: float
-    tokens: int
-
-
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order: 2 < 10, and 1.10 > 1.9."""
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[._-]", version))
 
 
-class LoadedMetric:
-    """One version of a metric with its own scheduler and inference thread."""
-
-    def __init__(
-        self, model: MetricModel, scheduler: BatchScheduler, calibration: BatchCalibration | None = None
-    ) -> None:
-        self.model = model
-        self.scheduler = scheduler
-        self.calibration = calibration  # None: the row cap is the configured one
-
-    @property
-    def spec(self) -> MetricSpec:
-        return self.model.spec
-
-    async def score(self, items: Sequence[Item], priority: Priority, deadline: float) -> ScoredItems:
-        # Small requests are tokenised on the loop (well under a millisecond): a shared thread
-        # pool would queue a guardrail item behind a flood of observability ones before it
-        # even reached the scheduler that puts it first. Large ones go to a thread.
-        chars = sum(len(v or "") for item in items for v in item.values())
-        if chars <= INLINE_ENCODE_CHARS:
-            encoded = self.model.encode(items)
-        else:
-            encoded = await asyncio.to_thread(self.model.encode, items)
-        for index, item in enumerate(encoded):
-            if isinstance(item, ItemTooLongError):
-                raise InvalidItemError(index, str(item).replace(f"item {index}: ", "", 1))
-        ready = [e for e in encoded if isinstance(e, EncodedItem)]
-        windows = [w for e in ready for w in e.windows]
-        try:
-            future = self.scheduler.submit(windows, priority, deadline)
-        except AdmissionError as exc:
-            if exc.reason == "draining":
-                raise _SupersededError from exc
-            raise
-        result: RequestResult = await future
-        scores, row = [], 0
-        for item in ready:
-            scores.append(self.model.finish(item, result.rows[row : row + len(item.windows)]))
-            row += len(item.windows)
-        return ScoredItems(
-            self.spec.name, self.spec.version, scores, result.queued_s, result.inference_s,
-            tokens=sum(len(w) for w in windows),
-        )  # fmt: skip
-
-
-def warm_up(model: MetricModel) -> Window:
-    """One forward pass: proves the model, tokenizer and spec fit together, and warms ORT.
-
-    Returns the warm-up window, whose tokens the batch calibration repeats.
-    """
-    (encoded,) = model.encode([WARMUP_ITEM])
-    if not isinstance(encoded, EncodedItem):
-        raise ValueError(f"the warm-up item cannot be encoded: {encoded}")
-    probs = model.forward(encoded.windows)
-    labels = len(model.spec.labels)
-    if probs.shape != (len(encoded.windows), labels):
-        raise ValueError(f"the model gives outputs of shape {probs.shape[1:]} for {labels} labels")
-    model.finish(encoded, probs)
-    return encoded.windows[0]
-
-
-def calibrate_batches(model: MetricModel, window: Window, settings: BatchingSettings) -> BatchCalibration:
-    """Time the model at growing batches of rows `calibration_tokens` long; choose the row cap."""
-    tokens = min(settings.calibration_tokens, model.spec.max_tokens)
-    max_rows = max(1, min(settings.max_batch_rows, settings.max_batch_tokens // tokens))
-    return calibrate(
-        model.forward, window.stretched(tokens), max_rows=max_rows, min_gain=settings.min_batch_gain
-    )
-
-
 class MetricRegistry:
-    def __init__(self, settings: Settings, metrics: ServerMetrics, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server_metrics: ServerMetrics,
+        clock: Clock,
+        runner_factory: RunnerFactory = ThreadRunner,
+    ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self.server_metrics = server_metrics
         self.clock = clock
+        self.runner_factory = runner_factory  # how a version's batches reach its model (tests gate it)
         self.active: dict[str, LoadedMetric] = {}
+        self.started = False  # the repository was loaded and every served version warmed
+        self.draining = False  # shutting down: readiness fails and new scoring requests are refused
         self._swap_lock = asyncio.Lock()
-        self._draining: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # -- what the repository holds ---------------------------------------------------------
 
@@ -176,9 +114,37 @@ class MetricRegistry:
         except KeyError:
             raise MetricNotFoundError(f"no metric named {metric!r} is served") from None
 
-    @property
-    def healthy(self) -> bool:
-        return bool(self.active) and all(m.scheduler.alive for m in self.active.values())
+    def traffic_class(self, metric: str, requested: str | None) -> str:
+        """The class a request runs in: the one it asked for (or its key's), else the metric's use case."""
+        if requested:
+            return requested
+        loaded = self.active.get(metric)
+        return loaded.spec.use_case if loaded else "observability"
+
+    # -- health and lifecycle --------------------------------------------------------------
+
+    def health(self) -> dict[str, str]:
+        """Readiness checks by name, "ok" or what is wrong; ready when every one is "ok"."""
+        dead = [name for name, m in self.active.items() if not m.scheduler.alive]
+        return {
+            "loaded": "ok" if self.active and self.started else "no metric loaded",
+            "schedulers": "ok" if not dead else "dead: " + ", ".join(dead),
+            "draining": "draining" if self.draining else "ok",
+        }
+
+    async def start(self) -> None:
+        """Serve the newest verifiable version of every metric; raises if none can be served."""
+        problems = await self.load_repository()
+        if not self.active:
+            raise RuntimeError(
+                f"no servable metric in {self.settings.repository}: {'; '.join(problems) or 'empty'}"
+            )
+        self.started = True
+        log.info("ready: %s", ", ".join(f"{n}/{m.spec.version}" for n, m in self.active.items()))
+
+    def start_draining(self) -> None:
+        """Fail readiness and refuse new scoring requests at once; `close` finishes the rest."""
+        self.draining = True
 
     # -- loading and swapping --------------------------------------------------------------
 
@@ -220,13 +186,13 @@ class MetricRegistry:
                 )  # fmt: skip
         except Exception as exc:  # ORT, tokenizers and numpy raise their own types
             raise ArtifactError(f"{folder}: cannot load: {type(exc).__name__}: {exc}") from None
-        runner = ThreadRunner(model.forward, f"{metric}-{version}")
+        runner: Runner = self.runner_factory(model.forward, f"{metric}-{version}")
         scheduler = BatchScheduler(
             runner,
             clock=self.clock,
             limits=limits,
             admission=self.settings.admission.limits(),
-            observer=self.metrics.observer(metric),
+            observer=self.server_metrics.observer(metric),
             name=f"{metric}/{version}",
         )
         scheduler.start()
@@ -240,7 +206,7 @@ class MetricRegistry:
                 return old
             new = await self._load(metric, version)
             self.active[metric] = new
-            self.metrics.set_active_version(
+            self.server_metrics.set_active_version(
                 metric, version, old.spec.version if old else None,
                 max_batch_rows=new.scheduler.limits.max_batch_rows,
             )  # fmt: skip
@@ -248,29 +214,60 @@ class MetricRegistry:
             if old is not None:
                 old.scheduler.observer = NullObserver()  # the gauges now speak for the new version
                 task = asyncio.get_running_loop().create_task(self._retire(old))
-                self._draining.add(task)
-                task.add_done_callback(self._draining.discard)
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
             return new
 
     async def _retire(self, old: LoadedMetric) -> None:
         await old.scheduler.drain()
         log.info("retired %s version %s", old.spec.name, old.spec.version)
 
+    # -- scoring ---------------------------------------------------------------------------
+
     async def score(
+        self, metric: str, items: Sequence[Item], traffic_class: str, deadline: float, *, arrived_s: float
+    ) -> ScoredItems:
+        """Score `items` with the active version of `metric` before `deadline` (app clock).
+
+        Raises MetricNotFoundError, UnscorableItemsError, RequestTooLargeError, AdmissionError,
+        DeadlineExceededError or BatchFailedError; `service.api.errors` maps each to a status.
+        """
+        loaded = self.get(metric)
+        check_items(loaded.spec, items, self.settings.limits.max_field_chars)
+        priority = TRAFFIC_CLASSES[traffic_class]
+        observer = self.server_metrics.observer(metric)
+        try:
+            scored = await self._score_on_active(metric, items, priority, deadline)
+        except BaseException as exc:
+            outcome = next((o for t, o in OUTCOMES.items() if isinstance(exc, t)), None)
+            if outcome is not None:
+                # an item the metric cannot encode is counted before its class is (Prometheus: "unknown")
+                observer.request_outcome(None if isinstance(exc, UnscorableItemsError) else priority, outcome)
+            if isinstance(exc, DeadlineExceededError) and metric in self.active:
+                exc.retry_after_s = self.active[metric].scheduler.retry_after_s()
+            raise
+        finally:
+            observer.request_ended(priority, self.clock.now() - arrived_s)
+        observer.request_outcome(priority, "ok")
+        observer.request_scored(priority, scored.inference_s, scored.tokens)
+        return scored
+
+    async def _score_on_active(
         self, metric: str, items: Sequence[Item], priority: Priority, deadline: float
     ) -> ScoredItems:
         while True:
             loaded = self.get(metric)
             try:
                 return await loaded.score(items, priority, deadline)
-            except _SupersededError:
+            except SupersededError:
                 if self.active.get(metric) is loaded:  # draining for shutdown, not for a swap
                     loaded.scheduler.observer.rejected(priority, "draining")
                     raise AdmissionError("draining", "the server is shutting down", 1.0) from None
 
     async def close(self) -> None:
         """Drain every active metric (accepted requests finish), then stop."""
+        self.draining = True
         timeout = self.settings.drain_timeout_s
         await asyncio.gather(*(m.scheduler.drain(timeout) for m in self.active.values()))
-        await asyncio.gather(*self._draining)
+        await asyncio.gather(*self._retiring)
         self.active.clear()

@@ -1,20 +1,22 @@
-"""What the app's handlers share: settings, clock, registry, metrics, and the lifecycle flags."""
+"""What the app's handlers share: settings, clock, the metric registry and the Prometheus registry.
+
+Lifecycle state (started, draining) and health belong to the `MetricRegistry` alone.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from service.batching.clock import Clock
 from service.config import Settings
-from service.metrics import ServerMetrics
 from service.registry import MetricRegistry
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppState:
     settings: Settings
     clock: Clock
-    metrics: ServerMetrics
     registry: MetricRegistry
-    started: bool = False  # models loaded and warmed
-    draining: bool = False  # shutting down: readiness fails at once, new work is refused
+    prometheus_registry: CollectorRegistry

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from service.batching.admission import AdmissionLimits
+from service.batching.policy import BatchLimits
+from service.config import AdmissionSettings, BatchingSettings
 from service.runtime.spec import MetricSpec, load_spec
 from tests.tiny_models import write_counting_artifact
 
@@ -16,6 +21,16 @@ def counting_spec(name: str = "context_adherence", version: str = "1", **changes
     raw = load_spec(ROOT / "specs" / "context_adherence.yaml").model_dump()
     raw.update({"name": name, "version": version, "max_tokens": 64, **changes})
     return MetricSpec.model_validate(raw)
+
+
+def batch_limits(**changes: Any) -> BatchLimits:
+    """The served batching limits (defaults from Settings alone), with `changes`."""
+    return dataclasses.replace(BatchingSettings().limits(), **changes)
+
+
+def admission_limits(**changes: Any) -> AdmissionLimits:
+    """The served admission limits (defaults from Settings alone), with `changes`."""
+    return dataclasses.replace(AdmissionSettings().limits(), **changes)
 
 
 @pytest.fixture

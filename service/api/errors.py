@@ -1,7 +1,10 @@
 """The API's error hierarchy and the only place exceptions become HTTP statuses.
 
-Three handlers: ours (ApiError), request validation (422), and a catch-all 500 that logs the
-traceback under an error id and never shows exception text to the client.
+Core code (registry, scheduler, runtime) raises its own domain errors and knows nothing of HTTP;
+`DOMAIN_ERRORS` is the one table that turns each into a problem+json error (`api_error`).
+Handlers: ours (ApiError, and every domain error through the table), framework errors (unknown
+route, wrong method) in the same shape, request validation (422), and a catch-all 500 that logs
+the traceback under an error id and never shows exception text to the client.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +22,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import Problem
+from service.batching.scheduler import (
+    AdmissionError,
+    BatchFailedError,
+    DeadlineExceededError,
+    RequestTooLargeError,
+)
+from service.loaded_metric import UnscorableItemsError
+from service.registry import MetricNotFoundError
+from service.runtime.artifact import ArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +120,50 @@ class InferenceFailedError(ApiError):
     status, slug, title = 500, "inference-failed", "Inference failed"
 
 
+def _overloaded(exc: AdmissionError) -> ApiError:
+    return OverloadedError(str(exc), reason=exc.reason, retry_after_s=exc.retry_after_s)
+
+
+def _expired(exc: DeadlineExceededError) -> ApiError:
+    # Shed after admission: the queue moved slower than estimated. A 503 with Retry-After,
+    # like any other shed request, tells the client to come back rather than that it erred.
+    return OverloadedError(str(exc), reason="expired", retry_after_s=exc.retry_after_s)
+
+
+def _failed(exc: BatchFailedError) -> ApiError:
+    return InferenceFailedError(f"inference failed; quote error id {exc.error_id} to the operator")
+
+
+def _unscorable(exc: UnscorableItemsError) -> ApiError:
+    return InvalidItemsError(exc.detail, errors=exc.problems)
+
+
+def _unverifiable(exc: ArtifactError) -> ApiError:
+    return UnverifiableArtifactError(f"{exc}; still serving the previous version")
+
+
+# Domain error -> API error: the only such table. A class not listed here is a bug (500).
+DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
+    MetricNotFoundError: lambda exc: NotFoundError(str(exc)),
+    UnscorableItemsError: _unscorable,
+    RequestTooLargeError: lambda exc: InvalidItemsError(str(exc)),
+    AdmissionError: _overloaded,
+    DeadlineExceededError: _expired,
+    BatchFailedError: _failed,
+    ArtifactError: _unverifiable,
+}
+
+
+def api_error(exc: Exception) -> ApiError | None:
+    """The problem+json error for `exc` (itself when it is one), None when it is not expected."""
+    if isinstance(exc, ApiError):
+        return exc
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[cls](exc)
+    return None
+
+
 def request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -117,9 +174,14 @@ def problem_response(error: ApiError, instance: str | None) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return problem_response(exc, request_id(request))
+    async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+        error = api_error(exc)
+        assert error is not None  # registered for ApiError and the table's classes only
+        return problem_response(error, request_id(request))
+
+    handled: list[type[Exception]] = [ApiError, *DOMAIN_ERRORS]
+    for cls in handled:
+        app.add_exception_handler(cls, _api_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -21,11 +21,13 @@ TOO_LARGE = "too_large"  # the one reason that retrying cannot cure
 
 @dataclass(frozen=True)
 class AdmissionLimits:
-    max_queue_requests: int = 1024
-    max_queue_tokens: int = 262_144
-    observability_share: float = 0.75  # observability may fill only this share of the token bound
-    initial_cost_per_token_s: float = 1e-4  # until the first batch has been measured
-    cost_smoothing: float = 0.2  # weight of the newest batch in the running cost estimate
+    """Admission's numbers; their defaults live in `service.config.AdmissionSettings` alone."""
+
+    max_queue_requests: int
+    max_queue_tokens: int
+    observability_share: float  # observability may fill only this share of the token bound
+    initial_cost_per_token_s: float  # until the first batch has been measured
+    cost_smoothing: float  # weight of the newest batch in the running cost estimate
 
 
 class AdmissionError(Exception):

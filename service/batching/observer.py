@@ -1,7 +1,9 @@
 """What the scheduler reports as it works: the seam `service.metrics` turns into Prometheus series.
 
-The scheduler knows no Prometheus; it calls these five methods at the moments they describe,
-and `NullObserver` lets it run (in tests, or a retired version) with nobody listening.
+The scheduler knows no Prometheus; it calls the first six methods at the moments they describe,
+and the registry calls the last three as each scoring request ends, so every outcome of a request
+is recorded here and nowhere else. `NullObserver` lets a scheduler run (in tests, or a retired
+version) with nobody listening.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ class SchedulerObserver(Protocol):
     def rejected(self, priority: Priority, reason: str) -> None: ...
     def dropped(self, priority: Priority, reason: str) -> None: ...
     def queue_changed(self, requests: int, tokens: int) -> None: ...
+    def cost_changed(self, per_token_s: float) -> None: ...
+    def request_ended(self, priority: Priority, seconds: float) -> None: ...
+    def request_outcome(self, priority: Priority | None, outcome: str) -> None: ...
+    def request_scored(self, priority: Priority, inference_s: float, tokens: int) -> None: ...
 
 
 class NullObserver:
@@ -33,4 +39,16 @@ class NullObserver:
         pass
 
     def queue_changed(self, requests: int, tokens: int) -> None:
+        pass
+
+    def cost_changed(self, per_token_s: float) -> None:
+        pass
+
+    def request_ended(self, priority: Priority, seconds: float) -> None:
+        pass
+
+    def request_outcome(self, priority: Priority | None, outcome: str) -> None:
+        pass
+
+    def request_scored(self, priority: Priority, inference_s: float, tokens: int) -> None:
         pass

@@ -33,14 +33,18 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch_tokens: int = 1024  # padded tokens (rows x longest row) in one forward pass
-    max_batch_rows: int = 32
-    max_wait_s: float = 0.002  # hold an under-full batch this long after the model was idle
-    lookahead_rows: int = 128  # windows considered when grouping by length
+    """The batching rules' numbers; their defaults and what each trades off live in
+    `service.config.BatchingSettings` alone (`BatchingSettings().limits()`)."""
+
+    max_batch_tokens: int  # padded tokens (rows x longest row) in one forward pass
+    max_batch_rows: int
+    max_wait_s: float  # hold an under-full batch this long after the model was idle
+    lookahead_rows: int  # windows considered when grouping by length
     # While guardrail traffic is active, a batch led by observability work is capped at this
     # many padded tokens: a guardrail request then waits behind one short batch at most, not
     # behind a long one it cannot preempt.
-    guardrail_active_batch_tokens: int = 512
+    guardrail_active_batch_tokens: int
+    guardrail_active_s: float  # guardrail traffic counts as active this long after its last arrival
 
 
 @dataclass(frozen=True)

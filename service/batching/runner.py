@@ -15,12 +15,16 @@ import numpy as np
 from service.runtime.encoding import Window
 
 Runner = Callable[[Sequence[Window]], Awaitable[np.ndarray]]
+Predict = Callable[[Sequence[Window]], np.ndarray]
+# Builds a model's runner from its `predict` and a name; `ThreadRunner` itself is the default.
+# The app takes one (`create_app(..., runner_factory=...)`) so tests can hold or fail a batch.
+RunnerFactory = Callable[[Predict, str], Runner]
 
 
 class ThreadRunner:
     """Runs `predict` on one dedicated thread: one model, one inference at a time."""
 
-    def __init__(self, predict: Callable[[Sequence[Window]], np.ndarray], name: str) -> None:
+    def __init__(self, predict: Predict, name: str) -> None:
         self._predict = predict
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
 

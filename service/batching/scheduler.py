@@ -55,13 +55,13 @@ class BatchScheduler:
         runner: Runner,
         *,
         clock: Clock,
-        limits: BatchLimits | None = None,
-        admission: AdmissionLimits | None = None,
+        limits: BatchLimits,
+        admission: AdmissionLimits,
         observer: SchedulerObserver | None = None,
         name: str = "model",
     ) -> None:
         self.clock = clock
-        self.admission = admission or AdmissionLimits()
+        self.admission = admission
         self.name = name
         self._runner = runner
         self._cost = CostEstimate(self.admission.initial_cost_per_token_s, self.admission.cost_smoothing)
@@ -70,7 +70,7 @@ class BatchScheduler:
             self._queue,
             runner,
             clock=clock,
-            limits=limits or BatchLimits(),
+            limits=limits,
             cost=self._cost,
             observer=observer or NullObserver(),
             name=name,

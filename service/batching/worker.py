@@ -23,11 +23,16 @@ from service.batching.runner import Runner
 
 log = logging.getLogger(__name__)
 
-GUARDRAIL_ACTIVE_S = 1.0  # guardrail traffic counts as active this long after its last arrival
-
 
 class DeadlineExceededError(Exception):
-    """The request's deadline passed while it waited; it was dropped before inference."""
+    """The request's deadline passed while it waited; it was dropped before inference.
+
+    `retry_after_s` is a hint for the client; the registry sets it from the queue's load.
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class BatchFailedError(Exception):
@@ -78,6 +83,7 @@ class BatchWorker:
             while True:
                 self._drop_abandoned()
                 now = self.clock.now()
+                since_guardrail = now - self.queue.last_arrival[Priority.GUARDRAIL]
                 self._expire(self.queue.late(now, self.cost.per_token_s))
                 head, head_is_all = self.queue.head(self.limits.lookahead_rows)
                 decision = choose_batch(
@@ -87,7 +93,7 @@ class BatchWorker:
                     head_is_all=head_is_all,
                     model_was_idle=model_was_idle,
                     cost_per_token_s=self.cost.per_token_s,
-                    guardrail_active=now - self.queue.last_arrival[Priority.GUARDRAIL] < GUARDRAIL_ACTIVE_S,
+                    guardrail_active=since_guardrail < self.limits.guardrail_active_s,
                 )
                 if decision.run:
                     model_was_idle = False
@@ -163,6 +169,7 @@ class BatchWorker:
             self.busy_until = None
         seconds = self.clock.now() - now
         self.cost.learn(seconds, real)
+        self.observer.cost_changed(self.cost.per_token_s)
         self.observer.batch_done(len(windows), real, padded, seconds)
         for request in requests:
             request.inference_s += seconds

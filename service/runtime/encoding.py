@@ -2,7 +2,8 @@
 
 An item's fields form a text pair: the first segment (query and response) is never cut; the
 second (the context) is cut by the metric's long-input policy, either truncated at one end or
-split into overlapping windows that each carry the whole first segment.
+split into overlapping windows that each carry the whole first segment. The tokenizer's
+special-token template is read in `service.runtime.tokenizer`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tokenizers import Encoding, Tokenizer
 from service.runtime.claims import split_claims
 from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import InputField, LongInputMode, MetricSpec
+from service.runtime.tokenizer import PairTemplate, load_tokenizer, pad_token_id
 
 SEGMENT_JOINER = "\n"
 MIN_CONTEXT_TOKENS = 32  # a window narrower than this cannot show support; reject instead
@@ -57,74 +59,6 @@ class EncodedItem:
     def tokens(self) -> int:
         """Real tokens the model will process for this item (its cost)."""
         return sum(len(w) for w in self.windows)
-
-
-@dataclass(frozen=True)
-class PairTemplate:
-    """Special tokens around one or two segments, read off the tokenizer's post-processor."""
-
-    single: tuple[tuple[int, ...], tuple[int, ...]]  # (prefix, suffix) ids
-    pair: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (prefix, middle, suffix)
-    pair_type_ids: tuple[int, int, int, int, int]  # type of prefix, a, middle, b, suffix
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer) -> PairTemplate:
-        a = tokenizer.encode("a", add_special_tokens=False)
-        b = tokenizer.encode("b", add_special_tokens=False)
-        if not a.ids or not b.ids:
-            raise ValueError("tokenizer maps plain letters to no tokens; cannot read its template")
-        one = tokenizer.encode("a", add_special_tokens=True)
-        two = tokenizer.encode("a", "b", add_special_tokens=True)
-        i = _find(one.ids, a.ids, 0)
-        single = (tuple(one.ids[:i]), tuple(one.ids[i + len(a.ids) :]))
-        ia = _find(two.ids, a.ids, 0)
-        ib = _find(two.ids, b.ids, ia + len(a.ids))
-        end_b = ib + len(b.ids)
-        pair = (
-            tuple(two.ids[:ia]),
-            tuple(two.ids[ia + len(a.ids) : ib]),
-            tuple(two.ids[end_b:]),
-        )
-        types = two.type_ids
-        pair_type_ids = (
-            types[0] if ia else types[ia],  # prefix
-            types[ia],  # first segment
-            types[ia + len(a.ids)],  # middle (or the second segment when there is none)
-            types[ib],  # second segment
-            types[-1],  # suffix (or the second segment when there is none)
-        )
-        return cls(single=single, pair=pair, pair_type_ids=pair_type_ids)
-
-    @property
-    def pair_specials(self) -> int:
-        return sum(len(p) for p in self.pair)
-
-    @property
-    def single_specials(self) -> int:
-        return sum(len(p) for p in self.single)
-
-
-def _find(haystack: Sequence[int], needle: Sequence[int], start: int) -> int:
-    for i in range(start, len(haystack) - len(needle) + 1):
-        if list(haystack[i : i + len(needle)]) == list(needle):
-            return i
-    raise ValueError("tokenizer post-processor reorders segments; unsupported template")
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    """A tokenizer with its own padding and truncation off: the encoder decides both."""
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
-
-
-def pad_token_id(tokenizer: Tokenizer) -> int:
-    for token in ("[PAD]", "<pad>", "<PAD>"):
-        found = tokenizer.token_to_id(token)
-        if found is not None:
-            return int(found)
-    return 0
 
 
 def segment_text(item: Mapping[str, str | None], fields: Sequence[InputField]) -> str:

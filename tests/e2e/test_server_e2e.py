@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.server import LocalServer
 from tests.conftest import counting_spec
@@ -30,6 +31,8 @@ CLIENTS = 12
 LOAD_LIMIT_S = 60
 # uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop exits by that signal
 CLEAN_EXIT = (0, -signal.SIGTERM)
+# batching as configured: a calibration would make batch caps depend on the machine's speed
+FIXED_BATCHES = ["--batching.calibrate", "false"]
 
 
 @pytest.fixture
@@ -110,18 +113,20 @@ class Load:
             t.join(LOAD_LIMIT_S)
 
 
-def metric_value(text: str, name: str, labels: str = "") -> float:
-    pattern = (
-        re.escape(name) + (r"\{" + labels + r"[^}]*\}" if labels else r"(\{[^}]*\})?") + r" ([0-9.e+-]+)"
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples named `name` whose labels include `labels`, parsed by prometheus_client."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
     )
-    return sum(float(m.group(m.lastindex or 1)) for m in re.finditer(pattern, text))
 
 
 def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
     busy_repository: Path, tmp_path: Path
 ) -> None:
-    # batching as configured: the calibration could cap a tiny model's batches at one row
-    with LocalServer(busy_repository, tmp_path / "server.log", ["--batching.calibrate", "false"]) as server:
+    with LocalServer(busy_repository, tmp_path / "server.log", FIXED_BATCHES) as server:
         with Load(server.url, max_requests=300) as load:
             load.wait_for(lambda: False)  # until all 300 are sent
         # the load's exit joined every client, so all 300 are answered before the scrape
@@ -130,7 +135,7 @@ def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
     batches = metric_value(scrape, "lunaserve_batch_size_count")
     rows = metric_value(scrape, "lunaserve_batch_size_sum")
     assert rows == 300 and batches < rows, f"{batches} batches for {rows} rows: nothing was batched"
-    assert metric_value(scrape, "lunaserve_requests_total", 'metric="context_adherence",outcome="ok"') == 300
+    assert metric_value(scrape, "lunaserve_requests_total", metric="context_adherence", outcome="ok") == 300
     promtool = shutil.which("promtool") or str(
         Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "promtool"
     )
@@ -145,7 +150,7 @@ def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
 def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_path: Path) -> None:
     admin = {"Authorization": "Bearer admin-key"}
     env = {"LUNASERVE_AUTH__ADMIN_KEYS": json.dumps(["admin-key"])}
-    with LocalServer(busy_repository, tmp_path / "server.log", env=env) as server:
+    with LocalServer(busy_repository, tmp_path / "server.log", FIXED_BATCHES, env=env) as server:
         work = tmp_path / "v2"
         work.mkdir()
         write_counting_artifact(busy_repository, counting_spec(version="2"), work, busy_matmuls=BUSY)
@@ -167,7 +172,7 @@ def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_pat
 
 
 def test_e2e_sigterm_finishes_every_accepted_request(busy_repository: Path, tmp_path: Path) -> None:
-    server = LocalServer(busy_repository, tmp_path / "server.log")
+    server = LocalServer(busy_repository, tmp_path / "server.log", FIXED_BATCHES)
     with server, Load(server.url, max_requests=2000, fresh_connections=True) as load:
         load.wait_for(lambda: load.outcomes["200"] >= 100)
         exit_code = server.stop()

@@ -55,7 +55,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(workdir: Path) -> Iterator[LocalServer]:
-    with LocalServer(workdir / "repo", workdir / "server.log") as running:
+    with LocalServer(workdir / "repo", workdir / "server.log", ["--batching.calibrate", "false"]) as running:
         yield running
 
 
@@ -79,10 +79,10 @@ def requirements(path: Path, **changes: object) -> Path:
     return path
 
 
-def signoff(*args: str) -> subprocess.CompletedProcess[str]:
+def signoff(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lunaserve.cli", "signoff", *args],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=SIGNOFF_LIMIT_S,
@@ -99,6 +99,8 @@ def test_signoff_passes_and_exits_zero(workdir: Path, tmp_path: Path) -> None:
         str(workdir / "test.csv"),
         "--repository",
         str(workdir / "repo"),
+        "--server-args",
+        "--batching.calibrate false",
         "--out",
         str(out),
     )
@@ -176,3 +178,15 @@ def test_signoff_distributed_master_and_worker(server: LocalServer, workdir: Pat
     peak = next(s for s in gate["stages"] if s["name"] == "peak")
     assert peak["figures"]["ok"] > 0  # samples travelled from the worker to the master
     assert (out / "load" / "locust_worker0.log").is_file()
+
+
+def test_signoff_from_another_folder_writes_under_it(
+    server: LocalServer, workdir: Path, tmp_path: Path
+) -> None:
+    """Relative paths, the default --out included, are the caller's, though Locust runs elsewhere."""
+    requirements(tmp_path / "req.yaml")
+    where = ["--url", server.url, "--repository", str(workdir / "repo")]
+    done = signoff("--requirements", "req.yaml", *where, "--no-search", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (out,) = (tmp_path / "build" / "signoff").iterdir()
+    assert (out / "report.md").is_file() and (out / "load" / "samples.csv").is_file()

@@ -1,21 +1,31 @@
-"""The HTTP API in process (httpx ASGITransport + lifespan): contract, errors, limits, auth."""
+"""The HTTP API in process (httpx ASGITransport + lifespan): contract, errors, limits, auth.
+
+Apps run with `batching.calibrate=false` (batch caps must not depend on the machine's speed)
+except where the calibration itself is tested; batches are held or failed through the
+`runner_factory` seam, time moves on a FakeClock, and tests wait on events, never on yields.
+Prometheus series are read with `get_sample_value`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from models.repository import publish_entry
 from service.app import create_app
 from service.batching.clock import FakeClock
+from service.batching.observer import SchedulerObserver
+from service.batching.runner import Predict, Runner, ThreadRunner
 from service.config import (
     AdmissionSettings,
     ApiKey,
@@ -29,6 +39,12 @@ from tests.conftest import counting_spec
 from tests.tiny_models import build_word_tokenizer, expected_score, write_counting_artifact
 
 SCORE = "/v1/metrics/context_adherence/score"
+FIXED_BATCHES = BatchingSettings(calibrate=False)
+
+
+def settings_for(repository: Path, **changes: Any) -> Settings:
+    """Settings for a test app: batch caps as configured, never calibrated on this machine."""
+    return Settings(**{"repository": repository, "batching": FIXED_BATCHES, **changes})
 
 
 async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
@@ -39,10 +55,22 @@ async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def client(repository: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(repository=repository, limits=LimitSettings(max_items=4, max_field_chars=500))
-    async for c in started(create_app(settings)):
+def prometheus() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+async def client(repository: Path, prometheus: CollectorRegistry) -> AsyncIterator[httpx.AsyncClient]:
+    settings = settings_for(repository, limits=LimitSettings(max_items=4, max_field_chars=500))
+    async for c in started(create_app(settings, prometheus_registry=prometheus)):
         yield c
+
+
+def requests_total(
+    prometheus: CollectorRegistry, metric: str, traffic_class: str, outcome: str
+) -> float | None:
+    labels = {"metric": metric, "traffic_class": traffic_class, "outcome": outcome}
+    return prometheus.get_sample_value("lunaserve_requests_total", labels)
 
 
 def item(output: str, context: str = "the city", **extra: str) -> dict[str, Any]:
@@ -134,65 +162,64 @@ async def test_api_lists_metrics_and_details(client: httpx.AsyncClient) -> None:
 
 async def test_api_batch_row_cap_is_calibrated_and_reported(repository: Path) -> None:
     batching = BatchingSettings(max_batch_tokens=1024, max_batch_rows=16, calibration_tokens=64)
-    async for c in started(create_app(Settings(repository=repository, batching=batching))):
+    prometheus = CollectorRegistry()
+    app = create_app(Settings(repository=repository, batching=batching), prometheus_registry=prometheus)
+    async for c in started(app):
         detail = (await c.get("/v1/metrics/context_adherence")).json()["batching"]
         calibration = detail["calibration"]
         assert calibration["tokens"] == 64 and list(calibration["rows_per_s"]) == ["1", "2", "4", "8", "16"]
         assert detail["max_batch_rows"] in (1, 2, 4, 8, 16) and detail["max_batch_tokens"] == 1024
-        scrape = (await c.get("/metrics")).text
-        limit = f'lunaserve_batch_rows_limit{{metric="context_adherence"}} {float(detail["max_batch_rows"])}'
-        assert limit in scrape
+        limit = prometheus.get_sample_value("lunaserve_batch_rows_limit", {"metric": "context_adherence"})
+        assert limit == detail["max_batch_rows"]
     fixed = BatchingSettings(max_batch_rows=3, calibrate=False)
     async for c in started(create_app(Settings(repository=repository, batching=fixed))):
         detail = (await c.get("/v1/metrics/context_adherence")).json()["batching"]
         assert detail["calibration"] is None and detail["max_batch_rows"] == 3
 
 
-async def test_api_probes_and_prometheus(client: httpx.AsyncClient) -> None:
+async def test_api_probes_and_prometheus(client: httpx.AsyncClient, prometheus: CollectorRegistry) -> None:
     assert (await client.get("/livez")).json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["schedulers"] == "ok"
     await client.post(SCORE, json={"items": [item("good")]})
-    text = (await client.get("/metrics")).text
-    assert (
-        'lunaserve_requests_total{metric="context_adherence",outcome="ok",traffic_class="guardrail"} 1.0'
-        in text
-    )
-    assert 'lunaserve_model_info{metric="context_adherence",version="1"} 1.0' in text
-    assert "lunaserve_batch_padding_ratio_bucket" in text
+    scrape = await client.get("/metrics")
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    assert requests_total(prometheus, "context_adherence", "guardrail", "ok") == 1.0
+    info = {"metric": "context_adherence", "version": "1"}
+    assert prometheus.get_sample_value("lunaserve_model_info", info) == 1.0
+    padding = {"metric": "context_adherence", "le": "+Inf"}
+    assert prometheus.get_sample_value("lunaserve_batch_padding_ratio_bucket", padding) == 1.0
 
 
-async def test_api_traffic_class_defaults_to_the_metric_use_case(client: httpx.AsyncClient) -> None:
+async def test_api_traffic_class_defaults_to_the_metric_use_case(
+    client: httpx.AsyncClient, prometheus: CollectorRegistry
+) -> None:
     await client.post("/v1/metrics/toxicity_like/score", json={"items": [{"output": "good"}]})
     await client.post(SCORE, json={"items": [item("good")], "traffic_class": "observability"})
-    text = (await client.get("/metrics")).text
-    assert (
-        'lunaserve_requests_total{metric="toxicity_like",outcome="ok",traffic_class="observability"}' in text
-    )
-    assert (
-        'lunaserve_requests_total{metric="context_adherence",outcome="ok",traffic_class="observability"}'
-        in text
-    )
+    assert requests_total(prometheus, "toxicity_like", "observability", "ok") == 1.0
+    assert requests_total(prometheus, "context_adherence", "observability", "ok") == 1.0
 
 
-async def test_api_failing_inference_is_500_with_error_id_only(
-    client: httpx.AsyncClient, repository: Path
-) -> None:
-    app_state = client._transport.app.state.lunaserve  # type: ignore[attr-defined]
-    loaded = app_state.registry.get("context_adherence")
-
-    def broken(windows: object) -> object:
+def broken_runner(predict: Predict, name: str) -> Runner:
+    def broken(windows: Sequence[Any]) -> np.ndarray:
         raise RuntimeError("secret internals")
 
-    loaded.scheduler._runner._predict = broken
-    response = await client.post(SCORE, json={"items": [item("good")]})
-    assert response.status_code == 500
-    assert "error id" in response.json()["detail"] and "secret" not in response.text
-    assert (await client.get("/readyz")).status_code == 200  # the loop survived
+    return ThreadRunner(broken, name)
+
+
+async def test_api_failing_inference_is_500_with_error_id_only(repository: Path) -> None:
+    prometheus = CollectorRegistry()
+    app = create_app(settings_for(repository), prometheus_registry=prometheus, runner_factory=broken_runner)
+    async for client in started(app):
+        response = await client.post(SCORE, json={"items": [item("good")]})
+        assert response.status_code == 500
+        assert "error id" in response.json()["detail"] and "secret" not in response.text
+        assert (await client.get("/readyz")).status_code == 200  # the loop survived
+    assert requests_total(prometheus, "context_adherence", "guardrail", "failed") == 1.0
 
 
 @pytest.fixture
-async def secured(repository: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def secured(repository: Path, prometheus: CollectorRegistry) -> AsyncIterator[httpx.AsyncClient]:
     auth = AuthSettings(
         api_keys=[
             ApiKey(key=SecretStr("k-obs"), traffic_class="observability"),
@@ -201,11 +228,11 @@ async def secured(repository: Path) -> AsyncIterator[httpx.AsyncClient]:
         admin_keys=[SecretStr("k-admin")],
         protect_metrics=True,
     )
-    async for c in started(create_app(Settings(repository=repository, auth=auth))):
+    async for c in started(create_app(settings_for(repository, auth=auth), prometheus_registry=prometheus)):
         yield c
 
 
-async def test_api_auth_bearer_keys(secured: httpx.AsyncClient) -> None:
+async def test_api_auth_bearer_keys(secured: httpx.AsyncClient, prometheus: CollectorRegistry) -> None:
     body = {"items": [item("good")]}
     anonymous = await secured.post(SCORE, json=body)
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
@@ -218,7 +245,9 @@ async def test_api_auth_bearer_keys(secured: httpx.AsyncClient) -> None:
     ).status_code == 200
     assert (await secured.get("/metrics")).status_code == 401
     metrics = await secured.get("/metrics", headers={"Authorization": "Bearer k-any"})
-    assert 'traffic_class="observability"' in metrics.text  # the key's default class won over the use case
+    assert metrics.status_code == 200
+    # the key's default class won over the use case
+    assert requests_total(prometheus, "context_adherence", "observability", "ok") == 1.0
     admin = "/v1/admin/reload"
     assert (await secured.post(admin, headers={"Authorization": "Bearer k-any"})).status_code == 403
     assert (await secured.post(admin, headers={"Authorization": "Bearer k-admin"})).status_code == 200
@@ -230,8 +259,9 @@ async def test_api_admin_disabled_without_admin_keys(client: httpx.AsyncClient) 
 
 async def test_api_hot_swap_and_refused_bad_version(repository: Path, tmp_path: Path) -> None:
     admin = {"Authorization": "Bearer a"}
-    settings = Settings(repository=repository, auth=AuthSettings(admin_keys=[SecretStr("a")]))
-    async for client in started(create_app(settings)):
+    settings = settings_for(repository, auth=AuthSettings(admin_keys=[SecretStr("a")]))
+    prometheus = CollectorRegistry()
+    async for client in started(create_app(settings, prometheus_registry=prometheus)):
         work = tmp_path / "v2"
         work.mkdir()
         write_counting_artifact(repository, counting_spec(version="2"), work)
@@ -251,9 +281,11 @@ async def test_api_hot_swap_and_refused_bad_version(repository: Path, tmp_path: 
             "/v1/admin/metrics/context_adherence/activate", json={"version": "9"}, headers=admin
         )
         assert unknown.status_code == 404
-        text = (await client.get("/metrics")).text
-        assert 'lunaserve_model_info{metric="context_adherence",version="2"} 1.0' in text
-        assert 'version="1"' not in text.split("lunaserve_model_info")[-1]
+        def model_info(version: str) -> float | None:
+            labels = {"metric": "context_adherence", "version": version}
+            return prometheus.get_sample_value("lunaserve_model_info", labels)
+
+        assert model_info("2") == 1.0 and model_info("1") is None
 
 
 async def test_api_openapi_lists_every_status(client: httpx.AsyncClient) -> None:
@@ -262,48 +294,88 @@ async def test_api_openapi_lists_every_status(client: httpx.AsyncClient) -> None
     assert {"200", "401", "404", "413", "422", "500", "503"} <= statuses
 
 
-class Gate:
-    """Blocks a model's inference thread until released."""
+class Runners:
+    """A runner factory: `held`'s batches wait on the inference thread until `release` is set;
+    every other metric runs its batches inline and sets its `answered` event when one is done."""
 
-    def __init__(self, client: httpx.AsyncClient, metric: str) -> None:
-        self.event = threading.Event()
-        self.entered = threading.Event()
-        runner = client._transport.app.state.lunaserve.registry.get(metric).scheduler._runner  # type: ignore[attr-defined]
-        real = runner._predict
+    def __init__(self, held: str) -> None:
+        self.held = held
+        self.entered = threading.Event()  # a batch of `held` reached the model
+        self.release = threading.Event()
+        self.answered: dict[str, asyncio.Event] = {}
 
-        def gated(windows: object) -> object:
+    def __call__(self, predict: Predict, name: str) -> Runner:
+        metric = name.rsplit("-", 1)[0]
+        if metric != self.held:
+            answered = self.answered.setdefault(metric, asyncio.Event())
+
+            async def inline(windows: Sequence[Any]) -> np.ndarray:
+                probs = predict(windows)
+                answered.set()
+                return probs
+
+            return inline
+
+        def held(windows: Sequence[Any]) -> np.ndarray:
             self.entered.set()
-            self.event.wait(30)
-            return real(windows)
+            self.release.wait(30)
+            return predict(windows)
 
-        runner._predict = gated
+        return ThreadRunner(held, name)
 
 
-async def test_api_multi_metric_deadline_reports_the_late_metric(client: httpx.AsyncClient) -> None:
-    gate = Gate(client, "toxicity_like")
-    body = {"metrics": ["context_adherence", "toxicity_like"], "items": [item("good")], "timeout_ms": 300}
-    try:
-        response = await client.post("/v1/score", json=body)
-    finally:
-        gate.event.set()
+async def test_api_multi_metric_deadline_reports_the_late_metric(repository: Path) -> None:
+    clock = FakeClock()
+    runners = Runners(held="toxicity_like")
+    settings = settings_for(repository, batching=BatchingSettings(max_wait_ms=0, calibrate=False))
+    async for client in started(create_app(settings, clock=clock, runner_factory=runners)):
+        body = {"metrics": ["context_adherence", "toxicity_like"], "items": [item("good")], "timeout_ms": 300}
+        sent = asyncio.ensure_future(client.post("/v1/score", json=body))
+        try:
+            await asyncio.to_thread(runners.entered.wait, 30)  # toxicity_like is on the model
+            await runners.answered["context_adherence"].wait()  # context_adherence has its answer
+            clock.advance(1.0)  # the deadline passes while toxicity_like is still running
+        finally:
+            runners.release.set()
+        response = await sent
     outcomes = {o["metric"]: o["status"] for o in response.json()["outcomes"]}
     assert outcomes == {"context_adherence": "ok", "toxicity_like": "deadline_exceeded"}
 
 
+class QueueWatch:
+    """Wraps a scheduler's observer; `queued` is set once `requests` requests are admitted."""
+
+    def __init__(self, observer: SchedulerObserver, requests: int) -> None:
+        self.observer = observer
+        self.requests = requests
+        self.queued = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.observer, name)
+
+    def queue_changed(self, requests: int, tokens: int) -> None:
+        self.observer.queue_changed(requests, tokens)
+        if requests >= self.requests:
+            self.queued.set()
+
+
 async def test_api_request_expiring_in_queue_is_shed_with_retry_after(repository: Path) -> None:
     clock = FakeClock()
-    settings = Settings(repository=repository, batching=BatchingSettings(max_wait_ms=0))
-    async for client in started(create_app(settings, clock=clock)):
-        gate = Gate(client, "context_adherence")
+    runners = Runners(held="context_adherence")
+    settings = settings_for(repository, batching=BatchingSettings(max_wait_ms=0, calibrate=False))
+    app = create_app(settings, clock=clock, runner_factory=runners)
+    async for client in started(app):
+        scheduler = app.state.lunaserve.registry.get("context_adherence").scheduler
+        watch = QueueWatch(scheduler.observer, requests=2)
+        scheduler.observer = watch
         first = asyncio.ensure_future(
             client.post(SCORE, json={"items": [item("good")], "timeout_ms": 10_000})
         )
-        await asyncio.to_thread(gate.entered.wait, 30)  # the model is now busy with the first request
+        await asyncio.to_thread(runners.entered.wait, 30)  # the model is now busy with the first request
         second = asyncio.ensure_future(client.post(SCORE, json={"items": [item("bad")], "timeout_ms": 100}))
-        for _ in range(20):
-            await asyncio.sleep(0)  # let the second request reach the queue
+        await watch.queued.wait()  # the second request is queued behind it
         clock.advance(1.0)  # its deadline passes while the model is still busy
-        gate.event.set()
+        runners.release.set()
         assert (await first).status_code == 200
         late = await second
         assert late.status_code == 503 and int(late.headers["retry-after"]) >= 1
@@ -311,7 +383,7 @@ async def test_api_request_expiring_in_queue_is_shed_with_retry_after(repository
 
 
 async def test_api_streamed_body_over_limit_and_unknown_routes_are_problem_json(repository: Path) -> None:
-    settings = Settings(repository=repository, limits=LimitSettings(max_body_bytes=2048))
+    settings = settings_for(repository, limits=LimitSettings(max_body_bytes=2048))
     async for client in started(create_app(settings)):
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -333,10 +405,10 @@ async def test_api_text_no_tokenizer_can_take_is_422(client: httpx.AsyncClient) 
 
 
 async def test_api_request_too_big_for_any_queue_is_422_not_503(repository: Path) -> None:
-    settings = Settings(
-        repository=repository,
+    settings = settings_for(
+        repository,
         admission=AdmissionSettings(max_queue_tokens=8192),
-        batching=BatchingSettings(max_batch_tokens=1024),
+        batching=BatchingSettings(max_batch_tokens=1024, calibrate=False),
     )
     async for client in started(create_app(settings)):
         many = {"items": [item("good", "x " * 60)] * 100, "traffic_class": "observability"}  # ~6.6k tokens
@@ -353,7 +425,7 @@ async def test_api_activate_refuses_paths_and_unloadable_models(repository: Path
     build_word_tokenizer().save(str(tokenizer))
     publish_entry(repository, counting_spec(version="2"), model=garbage, tokenizer=tokenizer,
                   source={"checkpoint": "garbage"}, export={}, parity={})  # fmt: skip
-    settings = Settings(repository=repository, auth=AuthSettings(admin_keys=[SecretStr("a")]))
+    settings = settings_for(repository, auth=AuthSettings(admin_keys=[SecretStr("a")]))
     async for client in started(create_app(settings)):  # v2 cannot load: v1 serves
         assert (await client.post(SCORE, json={"items": [item("good")]})).json()["version"] == "1"
         url = "/v1/admin/metrics/context_adherence/activate"
@@ -368,7 +440,7 @@ async def test_api_inference_budget_counts_from_arrival_less_the_response_allowa
     """A request too big for its time budget is refused with the budget left for inference: the
     timeout from arrival less the 10 ms allowance, which never takes more than half of it."""
     clock = FakeClock()  # never advances: the budget is all there is, and the cost stays the initial one
-    settings = Settings(repository=repository, deadlines=DeadlineSettings(response_allowance_ms=10))
+    settings = settings_for(repository, deadlines=DeadlineSettings(response_allowance_ms=10))
     async for client in started(create_app(settings, clock=clock)):
         long_item = item("x", " ".join(["word"] * 400))  # 8 windows: ~50 ms at the initial cost
         refused = {}
@@ -381,3 +453,31 @@ async def test_api_inference_budget_counts_from_arrival_less_the_response_allowa
             40: "30 ms timeout: raise timeout_ms or split it",
             12: "6 ms timeout: raise timeout_ms or split it",  # the allowance takes half, at most
         }
+
+
+async def test_api_draining_fails_readiness_and_refuses_scoring_at_once(repository: Path) -> None:
+    """The registry owns draining: readiness and the scoring routes both read it."""
+    app = create_app(settings_for(repository))
+    async for client in started(app):
+        app.state.lunaserve.registry.start_draining()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["draining"] == "draining"
+        refused = await client.post(SCORE, json={"items": [item("good")]})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["detail"] == "the server is shutting down"
+        body = {"metrics": ["context_adherence"], "items": [item("good")]}
+        assert (await client.post("/v1/score", json=body)).status_code == 503
+
+
+async def test_api_outcomes_are_counted_once_by_class(
+    client: httpx.AsyncClient, prometheus: CollectorRegistry
+) -> None:
+    await client.post(SCORE, json={"items": [item("good")], "traffic_class": "observability"})
+    await client.post("/v1/metrics/toxicity_like/score", json={"items": [{"output": "good " * 100}]})
+    assert requests_total(prometheus, "context_adherence", "observability", "ok") == 1.0
+    assert requests_total(prometheus, "context_adherence", "guardrail", "ok") is None
+    # an item its metric's policy refuses is counted before its class is known (as it always was)
+    assert requests_total(prometheus, "toxicity_like", "unknown", "invalid") == 1.0
+    duration = {"metric": "context_adherence", "traffic_class": "observability"}
+    assert prometheus.get_sample_value("lunaserve_request_duration_seconds_count", duration) == 1.0
+    assert prometheus.get_sample_value("lunaserve_inference_duration_seconds_count", duration) == 1.0

@@ -6,16 +6,16 @@ import pytest
 
 from service.batching.admission import (
     TOO_LARGE,
-    AdmissionLimits,
     QueueLoad,
     admit,
     estimated_wait_s,
     retry_after_s,
 )
 from service.batching.policy import Priority
+from tests.conftest import admission_limits
 
 GUARD, OBS = Priority.GUARDRAIL, Priority.OBSERVABILITY
-LIMITS = AdmissionLimits(max_queue_requests=10, max_queue_tokens=400, observability_share=0.75)
+LIMITS = admission_limits(max_queue_requests=10, max_queue_tokens=400, observability_share=0.75)
 EMPTY = QueueLoad(requests=0, observability_requests=0, tokens=0, guardrail_tokens=0)
 NOW = 100.0
 

@@ -10,9 +10,10 @@ import random
 
 import numpy as np
 
-from service.batching.policy import BatchLimits, Priority, QueuedWindow, choose_batch, decide
+from service.batching.policy import Priority, QueuedWindow, choose_batch, decide
 from service.batching.queue import QueuedRequest, RequestQueue, RequestResult
 from service.runtime.encoding import Window
+from tests.conftest import batch_limits
 
 GUARD, OBS = Priority.GUARDRAIL, Priority.OBSERVABILITY
 
@@ -146,7 +147,7 @@ async def test_queue_stays_in_order_through_many_changes() -> None:
 async def test_queue_decision_matches_the_policy_on_the_whole_queue() -> None:
     """The worker's path (late, then head, then choose_batch) decides exactly as `decide`."""
     rng = random.Random(11)
-    limits = BatchLimits(max_batch_tokens=512, max_batch_rows=8, max_wait_s=0.002, lookahead_rows=16)
+    limits = batch_limits(max_batch_tokens=512, max_batch_rows=8, max_wait_s=0.002, lookahead_rows=16)
     for trial in range(200):
         queue = RequestQueue()
         now, cost = 10.0, rng.choice([0.0, 1e-4, 1e-3])

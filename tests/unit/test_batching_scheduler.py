@@ -17,17 +17,17 @@ import pytest
 
 from service.batching.clock import FakeClock
 from service.batching.observer import NullObserver
-from service.batching.policy import BatchLimits, Priority
+from service.batching.policy import Priority
 from service.batching.queue import RequestResult
 from service.batching.scheduler import (
     AdmissionError,
-    AdmissionLimits,
     BatchFailedError,
     BatchScheduler,
     DeadlineExceededError,
     RequestTooLargeError,
 )
 from service.runtime.encoding import Window
+from tests.conftest import admission_limits, batch_limits
 
 GUARD, OBS = Priority.GUARDRAIL, Priority.OBSERVABILITY
 
@@ -80,8 +80,8 @@ async def setup() -> AsyncIterator[tuple[BatchScheduler, GatedRunner, FakeClock,
     scheduler = BatchScheduler(
         runner,
         clock=clock,
-        limits=BatchLimits(max_batch_tokens=1000, max_batch_rows=8, max_wait_s=0),
-        admission=AdmissionLimits(max_queue_requests=10, max_queue_tokens=400, initial_cost_per_token_s=0),
+        limits=batch_limits(max_batch_tokens=1000, max_batch_rows=8, max_wait_s=0),
+        admission=admission_limits(max_queue_requests=10, max_queue_tokens=400, initial_cost_per_token_s=0),
         observer=observer,
     )
     scheduler.start()
@@ -114,7 +114,7 @@ async def test_scheduler_batches_what_queued_while_the_model_was_busy(setup) -> 
 
 async def test_scheduler_serves_guardrail_first_then_earliest_deadline(setup) -> None:  # type: ignore[no-untyped-def]
     scheduler, runner, _, _ = setup
-    scheduler.limits = BatchLimits(max_batch_tokens=1000, max_batch_rows=2, max_wait_s=0)
+    scheduler.limits = batch_limits(max_batch_tokens=1000, max_batch_rows=2, max_wait_s=0)
     first = await hold_first_batch(scheduler, runner)
     futures = [
         scheduler.submit([window(1)], OBS, deadline=1500.0),
@@ -169,7 +169,7 @@ async def test_scheduler_failing_batch_fails_only_its_requests(setup) -> None:  
 
 async def test_scheduler_long_request_windows_fan_back_in_order(setup) -> None:  # type: ignore[no-untyped-def]
     scheduler, runner, _, _ = setup
-    scheduler.limits = BatchLimits(max_batch_tokens=1000, max_batch_rows=2, max_wait_s=0)
+    scheduler.limits = batch_limits(max_batch_tokens=1000, max_batch_rows=2, max_wait_s=0)
     result = (await scheduler.submit([window(7, 5), window(8, 6), window(9, 7)], OBS, deadline=2000.0)).rows
     assert result[:, 0].tolist() == [7, 8, 9] and result[:, 1].tolist() == [5, 6, 7]
     assert sorted(k for b in runner.batches for k in b) == [7, 8, 9]
@@ -223,7 +223,9 @@ async def test_scheduler_drain_finishes_accepted_and_refuses_new(setup) -> None:
 async def test_scheduler_holds_underfull_batch_for_max_wait_when_idle() -> None:
     clock = FakeClock()
     runner = GatedRunner()
-    scheduler = BatchScheduler(runner, clock=clock, limits=BatchLimits(max_wait_s=0.002))
+    scheduler = BatchScheduler(
+        runner, clock=clock, limits=batch_limits(max_wait_s=0.002), admission=admission_limits()
+    )
     scheduler.start()
     a = scheduler.submit([window(1)], OBS, deadline=2000.0)
     await scheduler.settled()
@@ -238,7 +240,7 @@ async def test_scheduler_holds_underfull_batch_for_max_wait_when_idle() -> None:
 
 async def test_scheduler_small_batches_while_guardrail_traffic_flows(setup) -> None:  # type: ignore[no-untyped-def]
     scheduler, runner, _, _ = setup
-    scheduler.limits = BatchLimits(
+    scheduler.limits = batch_limits(
         max_batch_tokens=1000, max_batch_rows=8, max_wait_s=0, guardrail_active_batch_tokens=16
     )
     first = await hold_first_batch(scheduler, runner)  # observability, 8 tokens
@@ -293,7 +295,9 @@ async def test_scheduler_wrong_row_count_fails_only_that_batch() -> None:
     async def wrong_rows(windows: Sequence[Window]) -> np.ndarray:
         return np.zeros((len(windows) + 1, 2))
 
-    scheduler = BatchScheduler(wrong_rows, clock=FakeClock(), limits=BatchLimits(max_wait_s=0))
+    scheduler = BatchScheduler(
+        wrong_rows, clock=FakeClock(), limits=batch_limits(max_wait_s=0), admission=admission_limits()
+    )
     scheduler.start()
     with pytest.raises(BatchFailedError):
         await scheduler.submit([window(1)], OBS, deadline=2000.0)

@@ -1,0 +1,128 @@
+"""FastAPI dependencies: what a handler needs from the app, resolved once per request.
+
+A scoring call's dependency takes the validated body, so a body that does not match the schema
+is still answered 422 before the key is checked (the order clients have always seen); then the
+key (401), the server's draining state (503) and the item count (422) are checked, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Request
+
+from service.api import errors as e
+from service.api.auth import require_admin, scoring_key
+from service.api.schemas import ActivateRequest, MultiScoreRequest, ScoreRequest
+from service.config import ApiKey
+from service.registry import MetricRegistry
+from service.state import AppState
+
+T = TypeVar("T")
+B = TypeVar("B", ScoreRequest, MultiScoreRequest)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.lunaserve
+    return state
+
+
+async def app_state(request: Request) -> AppState:
+    return _state(request)
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+async def registry(state: State) -> MetricRegistry:
+    return state.registry
+
+
+Registry = Annotated[MetricRegistry, Depends(registry)]
+
+
+async def caller_key(request: Request, state: State) -> ApiKey | None:
+    """The caller's scoring key (None while scoring is open); 401 without a valid one."""
+    return scoring_key(request, state.settings.auth)
+
+
+ScoringKey = Annotated[ApiKey | None, Depends(caller_key)]
+
+
+async def prometheus_access(request: Request, state: State) -> None:
+    """/metrics wants a scoring key when `auth.protect_metrics` is set."""
+    if state.settings.auth.protect_metrics:
+        scoring_key(request, state.settings.auth)
+
+
+async def admin(request: Request, state: State) -> None:
+    require_admin(request, state.settings.auth)
+
+
+Admin = Depends(admin)
+
+
+@dataclass(frozen=True)
+class ScoringCall(Generic[B]):
+    """A scoring request that passed its checks, with what its handler needs."""
+
+    body: B
+    registry: MetricRegistry
+    requested_class: str | None  # the body's traffic class, else the key's default
+    arrived_s: float  # when its headers were read (RequestContextMiddleware), on the app's clock
+
+    def deadline(self, state: AppState, metrics: list[str]) -> float:
+        classes = [self.registry.traffic_class(m, self.requested_class) for m in metrics]
+        return state.settings.deadlines.deadline(self.arrived_s, self.body.timeout_ms, classes)
+
+
+def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
+    state = _state(request)
+    key = scoring_key(request, state.settings.auth)
+    if state.registry.draining:
+        raise e.OverloadedError("the server is shutting down", reason="draining", retry_after_s=1)
+    limit = state.settings.limits.max_items
+    if len(body.items) > limit:
+        raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {limit}")
+    requested = body.traffic_class or (key.traffic_class if key else None)
+    return ScoringCall(body, state.registry, requested, request.state.arrived_s)
+
+
+async def score_call(request: Request, body: ScoreRequest) -> ScoringCall[ScoreRequest]:
+    return _scoring_call(request, body)
+
+
+async def multi_score_call(request: Request, body: MultiScoreRequest) -> ScoringCall[MultiScoreRequest]:
+    return _scoring_call(request, body)
+
+
+async def activate_call(request: Request, body: ActivateRequest) -> ActivateRequest:
+    """The admin check of /activate, after its body validated (as for scoring)."""
+    require_admin(request, _state(request).settings.auth)
+    return body
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client goes away (the ASGI server sends http.disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`; cancel it if the client disconnects first (the scheduler then skips it)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise asyncio.CancelledError
+    return task.result()

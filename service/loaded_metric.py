@@ -1,0 +1,145 @@
+"""One served version of a metric: its model, its scheduler, and scoring a request's items.
+
+Items are checked against the spec and encoded here, their windows go to the version's
+scheduler as one request, and the rows that come back are turned into one score per item.
+`ScoredItems` carries the results with every timing the caller reports (queue wait,
+inference, tokens); the registry (`service.registry`) picks the version and records outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.batching.calibration import BatchCalibration, calibrate
+from service.batching.policy import Priority
+from service.batching.queue import RequestResult
+from service.batching.scheduler import AdmissionError, BatchScheduler
+from service.config import BatchingSettings
+from service.runtime.classifier import MetricModel
+from service.runtime.encoding import EncodedItem, ItemTooLongError, Window
+from service.runtime.postprocess import ItemScore
+from service.runtime.spec import MetricSpec
+
+Item = Mapping[str, str | None]
+TEXT_FIELDS = ("input", "output", "context")
+INLINE_ENCODE_CHARS = 16_000  # about 4k tokens: ~1 ms of tokenising
+WARMUP_ITEM = {
+    "input": "What is the capital of France?",
+    "output": "Paris.",
+    "context": "Paris is in France.",
+}
+
+
+class UnscorableItemsError(ValueError):
+    """Items the metric cannot score under its spec; `problems` name each item (and field)."""
+
+    def __init__(self, detail: str, problems: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.problems = problems
+
+
+class SupersededError(Exception):
+    """The version drained while the request was on its way; retry on the active one."""
+
+
+@dataclass(frozen=True)
+class ScoredItems:
+    metric: str
+    version: str
+    results: list[ItemScore]
+    queued_s: float
+    inference_s: float
+    tokens: int
+
+
+def check_items(spec: MetricSpec, items: Sequence[Item], max_chars: int) -> None:
+    """Every field the spec requires is present, and no field is longer than `max_chars`."""
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        for field in spec.required_fields:
+            if not (item.get(field.value) or "").strip():
+                problems.append(
+                    {"item": index, "field": field.value, "msg": f"{spec.name} requires {field.value}"}
+                )
+        for name in TEXT_FIELDS:
+            value = item.get(name)
+            if value is not None and len(value) > max_chars:
+                message = f"{len(value)} characters; the limit is {max_chars}"
+                problems.append({"item": index, "field": name, "msg": message})
+    if problems:
+        raise UnscorableItemsError(f"{len(problems)} problem(s) in the items", problems)
+
+
+class LoadedMetric:
+    """One version of a metric with its own scheduler and inference thread."""
+
+    def __init__(
+        self, model: MetricModel, scheduler: BatchScheduler, calibration: BatchCalibration | None = None
+    ) -> None:
+        self.model = model
+        self.scheduler = scheduler
+        self.calibration = calibration  # None: the row cap is the configured one
+
+    @property
+    def spec(self) -> MetricSpec:
+        return self.model.spec
+
+    async def score(self, items: Sequence[Item], priority: Priority, deadline: float) -> ScoredItems:
+        # Small requests are tokenised on the loop (well under a millisecond): a shared thread
+        # pool would queue a guardrail item behind a flood of observability ones before it
+        # even reached the scheduler that puts it first. Large ones go to a thread.
+        chars = sum(len(v or "") for item in items for v in item.values())
+        if chars <= INLINE_ENCODE_CHARS:
+            encoded = self.model.encode(items)
+        else:
+            encoded = await asyncio.to_thread(self.model.encode, items)
+        for index, item in enumerate(encoded):
+            if isinstance(item, ItemTooLongError):
+                message = str(item).replace(f"item {index}: ", "", 1)
+                raise UnscorableItemsError("an item cannot be scored", [{"item": index, "msg": message}])
+        ready = [e for e in encoded if isinstance(e, EncodedItem)]
+        windows = [w for e in ready for w in e.windows]
+        try:
+            future = self.scheduler.submit(windows, priority, deadline)
+        except AdmissionError as exc:
+            if exc.reason == "draining":
+                raise SupersededError from exc
+            raise
+        result: RequestResult = await future
+        scores, row = [], 0
+        for item in ready:
+            scores.append(self.model.finish(item, result.rows[row : row + len(item.windows)]))
+            row += len(item.windows)
+        return ScoredItems(
+            self.spec.name, self.spec.version, scores, result.queued_s, result.inference_s,
+            tokens=sum(len(w) for w in windows),
+        )  # fmt: skip
+
+
+def warm_up(model: MetricModel) -> Window:
+    """One forward pass: proves the model, tokenizer and spec fit together, and warms ORT.
+
+    Returns the warm-up window, whose tokens the batch calibration repeats.
+    """
+    (encoded,) = model.encode([WARMUP_ITEM])
+    if not isinstance(encoded, EncodedItem):
+        raise ValueError(f"the warm-up item cannot be encoded: {encoded}")
+    probs = model.forward(encoded.windows)
+    labels = len(model.spec.labels)
+    if probs.shape != (len(encoded.windows), labels):
+        raise ValueError(f"the model gives outputs of shape {probs.shape[1:]} for {labels} labels")
+    model.finish(encoded, probs)
+    return encoded.windows[0]
+
+
+def calibrate_batches(model: MetricModel, window: Window, settings: BatchingSettings) -> BatchCalibration:
+    """Time the model at growing batches of rows `calibration_tokens` long; choose the row cap."""
+    tokens = min(settings.calibration_tokens, model.spec.max_tokens)
+    max_rows = max(1, min(settings.max_batch_rows, settings.max_batch_tokens // tokens))
+    return calibrate(
+        model.forward, window.stretched(tokens), max_rows=max_rows, min_gain=settings.min_batch_gain
+    )
