@@ -11,13 +11,13 @@ long-context case (the supporting sentence in the last of several windows).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.csv_reading import read_rows  # noqa: E402
 from service.runtime.artifact import load_artifact  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 from service.runtime.postprocess import ItemScore  # noqa: E402
@@ -31,8 +31,7 @@ def main() -> int:
     parser.add_argument("artifact", type=Path, help="a version folder, e.g. repository/context_adherence/2")
     args = parser.parse_args()
     model = MetricModel(load_artifact(args.artifact.resolve()))
-    with PAIRS.open(encoding="utf-8", newline="") as fh:
-        pairs = list(csv.DictReader(fh))
+    pairs = read_rows(PAIRS)
     right = ranked = 0
     for pair in pairs:
         items = [

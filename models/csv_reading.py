@@ -137,3 +137,25 @@ def single_column_message(name: str, expected: str) -> str:
                 "not commas; export it as comma-separated 'CSV UTF-8'"
             )
     return f"the header is a single column {shown!r}; expected comma-separated columns {expected}"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a CSV file as {column: value}, read with the checks above (one reader for all).
+
+    Raises CsvFileError naming what is wrong, and the row where that is known.
+    """
+    with open_csv(Path(path)) as stream:
+        sniff(stream)
+        records = csv_records(stream)
+        header = next(records, None)
+        if header is None:
+            raise CsvFileError("empty", "the file is empty: expected a header row")
+        names = header[1]
+        rows = []
+        for row, fields in records:
+            if len(fields) != len(names):
+                raise CsvFileError(
+                    "ragged", f"row {row} has {len(fields)} values for {len(names)} columns", row
+                )
+            rows.append(dict(zip(names, fields, strict=True)))
+        return rows

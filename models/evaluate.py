@@ -17,6 +17,7 @@ from sklearn import metrics as skm
 
 from models.baselines import length_baseline_scores, missing_words_scores, word_overlap_scores
 from models.data_check import read_labelled_csv
+from models.figures import macro_f1, roc_auc
 from service.runtime.classifier import MetricModel, score_encoded
 from service.runtime.encoding import ItemTooLongError, Window
 from service.runtime.postprocess import ItemScore
@@ -41,7 +42,7 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """The threshold (among the observed scores) that maximises macro-F1."""
     best = {"threshold": 0.5, "macro_f1": -1.0}
     for t in np.unique(np.quantile(scores, np.linspace(0, 1, 201))):
-        f1 = skm.f1_score(truth, scores >= t, average="macro", zero_division=0)
+        f1 = macro_f1(truth, scores >= t)
         if f1 > best["macro_f1"]:
             best = {"threshold": float(t), "macro_f1": float(f1)}
     return best
@@ -52,7 +53,7 @@ def ranking_figures(truth: np.ndarray, scores: np.ndarray) -> dict[str, float | 
     if len(np.unique(truth)) < 2:
         return {"roc_auc": None, "pr_auc": None}
     return {
-        "roc_auc": float(skm.roc_auc_score(truth, scores)),
+        "roc_auc": roc_auc(truth, scores),
         "pr_auc": float(skm.average_precision_score(truth, scores)),
     }
 
@@ -67,7 +68,7 @@ def decision_figures(truth: np.ndarray, passed: np.ndarray, spec: MetricSpec) ->
     )
     return {
         "accuracy": float(skm.accuracy_score(truth, passed)),
-        "macro_f1": float(skm.f1_score(truth, passed, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(truth, passed),
         "per_class": {
             names[i]: {
                 "precision": float(p[i]),
@@ -92,7 +93,7 @@ def baseline_figures(
     out: dict[str, dict[str, Any]] = {
         "majority": {
             "accuracy": float(skm.accuracy_score(truth, constant)),
-            "macro_f1": float(skm.f1_score(truth, constant, average="macro", zero_division=0)),
+            "macro_f1": macro_f1(truth, constant),
             "roc_auc": 0.5,
         },
         "length_only": ranking_figures(truth, length_baseline_scores(rows)),

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from models.data_check import DataFileError, read_labelled_csv
-from models.halueval import roc_auc
+from models.figures import positive_f1, roc_auc
 from service.runtime.classifier import aggregate_item, plan_batches
 from service.runtime.encoding import (
     EncodedItem,
@@ -152,8 +152,7 @@ def evaluate_probs(probs: np.ndarray, labels: Sequence[int], spec: MetricSpec) -
     pos = spec.positive_index
     loss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
     truth, guess = y == pos, p[:, pos] >= spec.threshold
-    tp = float((truth & guess).sum())
-    f1 = 2 * tp / max(float(truth.sum() + guess.sum()), 1.0)
+    f1 = positive_f1(truth, guess)
     auc = roc_auc(truth, p[:, pos]) if 0 < truth.sum() < len(truth) else float("nan")
     return {"loss": loss, "roc_auc": auc, "f1": f1, "items": float(len(y))}
 

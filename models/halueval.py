@@ -14,7 +14,7 @@ Every task is split into train / eval / test by a hash of its context (`split_of
 context is in two splits. Held-out sets are length-matched (the two responses of a pair within
 5 words), and every report puts the length-only and word-overlap baselines beside the model.
 
-Everything here is pure stdlib + numpy so that reports and tests can use it without torch. Word
+Everything here is stdlib, numpy and scikit-learn's ROC-AUC (`models.figures`): no torch. Word
 rules (`words`) are the runtime's (`service/runtime/evidence.py`): the length
 bins and the baselines count words exactly as the served evidence features do.
 """
@@ -35,6 +35,7 @@ import numpy as np
 
 from models.baselines import length_baseline_scores, word_overlap_scores
 from models.counterfactual import Passage, counterfactual_pairs
+from models.figures import roc_auc
 from service.runtime.evidence import content_words, words
 
 SUPPORTED = "supported"
@@ -61,27 +62,7 @@ def split_of(context: str, *, eval_fraction: float, test_fraction: float) -> str
 
 
 # ---------------------------------------------------------------------------------------------
-# Reports: ROC-AUC and labels (the baselines themselves live in models/baselines.py).
-
-
-def roc_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """ROC-AUC of `scores` for binary `labels` (1 = positive), ties counted half (Mann-Whitney)."""
-    y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("ROC-AUC needs both classes")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+# Reports: labels (ROC-AUC is models.figures'; the baselines live in models/baselines.py).
 
 
 def label_vector(rows: Iterable[Mapping[str, str]], positive: str = SUPPORTED) -> np.ndarray:
@@ -329,11 +310,6 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with Path(path).open(encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 DEFAULT_TRAIN_CONTEXTS = {"qa": 600, "dialogue": 900, "summarization": 300}  # the version 2 recipe

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.figures import macro_f1
 from service.runtime.classifier import encode_with_evidence, score_encoded
 from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate
 from service.runtime.evidence import EvidenceCombiner
@@ -91,19 +92,6 @@ def onnx_forward(model_path: Path, pad_id: int, activation: str) -> Any:
         return probabilities(session.run(collate(windows, pad_id)), activation)
 
     return forward
-
-
-def macro_f1(truth: Sequence[bool], predicted: Sequence[bool]) -> float:
-    """Mean of the F1 of both classes (good and not good)."""
-    t = np.asarray(truth, bool)
-    p = np.asarray(predicted, bool)
-    scores = []
-    for cls in (True, False):
-        tp = np.sum((p == cls) & (t == cls))
-        fp = np.sum((p == cls) & (t != cls))
-        fn = np.sum((p != cls) & (t == cls))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
 
 
 def batch_invariance(

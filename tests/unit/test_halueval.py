@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from models.baselines import length_baseline_scores, word_overlap_scores
+from models.csv_reading import read_rows
+from models.figures import roc_auc
 from models.halueval import (
     HALLUCINATED,
     SUPPORTED,
@@ -20,9 +22,7 @@ from models.halueval import (
     context_id,
     label_vector,
     length_bin,
-    read_csv,
     read_jsonl,
-    roc_auc,
     split_of,
 )
 from service.runtime.evidence import content_words
@@ -100,7 +100,7 @@ def sets(wheel: Path, tmp_path: Path) -> dict[str, list[dict[str, str]]]:
         test_pairs_per_task=10,
         report=False,
     )
-    return {name: read_csv(p) for name, p in paths.items()}
+    return {name: read_rows(p) for name, p in paths.items()}
 
 
 def _task(row: dict[str, str]) -> str:
@@ -198,10 +198,10 @@ def test_qa_contexts_are_hidden_among_other_train_passages(sets: dict[str, list[
 
 def test_train_contexts_choose_the_task_mix(wheel: Path, tmp_path: Path) -> None:
     paths = build_halueval_sets(wheel, tmp_path / "qa", train_contexts={"qa": 30}, report=False)
-    assert {_task(r) for r in read_csv(paths["train"])} == {"qa"}
-    tuned = {_task(r) for r in read_csv(paths["eval"])}
+    assert {_task(r) for r in read_rows(paths["train"])} == {"qa"}
+    tuned = {_task(r) for r in read_rows(paths["eval"])}
     assert tuned == {"qa", "synthetic_counterfactual"}  # a task left out is not tuned on
-    assert {_task(r) for r in read_csv(paths["dialogue_test"])} == {"dialogue"}  # but still tested
+    assert {_task(r) for r in read_rows(paths["dialogue_test"])} == {"dialogue"}  # but still tested
     full = build_halueval_sets(wheel, tmp_path / "all", train_contexts=TRAIN_CONTEXTS, report=False)
     for name in ("qa_test", "dialogue_test", "summarization_test"):  # the same pairs whatever the mix
         assert paths[name].read_bytes() == full[name].read_bytes()
@@ -261,7 +261,7 @@ def test_counterfactual_pairs_join_training_from_train_passages(wheel: Path, tmp
     paths = build_halueval_sets(
         wheel, tmp_path / "cf", train_contexts=TRAIN_CONTEXTS, counterfactual_pairs=40, report=False
     )
-    train = read_csv(paths["train"])
+    train = read_rows(paths["train"])
     synthetic = [r for r in train if r["source"] == "synthetic_counterfactual"]
     assert len(synthetic) == 80 and Counter(r["label"] for r in synthetic) == {
         SUPPORTED: 40,
@@ -272,5 +272,5 @@ def test_counterfactual_pairs_join_training_from_train_passages(wheel: Path, tmp
         assert set(_sources_split(row["context"])) == {"train"}, row
     qa_passage = max(len(c) for c in SOURCE_CONTEXTS if c.startswith("Passage"))
     assert any(qa_passage < len(r["context"]) < 1000 for r in synthetic)  # some hidden among others
-    held_out = {r["context_id"] for name in ("eval", "qa_test") for r in read_csv(paths[name])}
+    held_out = {r["context_id"] for name in ("eval", "qa_test") for r in read_rows(paths[name])}
     assert not {r["context_id"] for r in train} & held_out
