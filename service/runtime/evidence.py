@@ -83,6 +83,12 @@ def is_negated(sentence_words: list[str]) -> bool:
     return any(w in NEGATIONS or w.endswith("n't") for w in sentence_words)
 
 
+def _claim_and_polarity(sentence: str) -> tuple[frozenset[str], bool]:
+    """A sentence's content words and whether it is negated, from one pass of the word rule."""
+    tokens = words(sentence)
+    return frozenset(w for w in tokens if w not in STOPWORDS), is_negated(tokens)
+
+
 def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> float:
     """Of the response's sentences, the share whose closest context sentence has the other polarity.
 
@@ -91,17 +97,21 @@ def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> fl
     a response sentence negated where its source is not, or the reverse ("Gift cards cannot be
     returned." / "Yes, gift cards can be returned."), states the opposite with the same words.
     """
-    sources = [(set(content_words(s)), is_negated(words(s))) for s in sentences(context)]
+    sources = [_claim_and_polarity(s) for s in sentences(context)]
     judged = flipped = 0
     for sentence in sentences(output):
-        tokens = words(sentence)
-        claim = {w for w in tokens if w not in STOPWORDS}
+        claim, negated = _claim_and_polarity(sentence)
         if not claim:
             continue
         judged += 1
-        closest = max(sources, key=lambda src: len(claim & src[0]) / len(claim | src[0]), default=None)
+        best_overlap, closest = 0.0, None
+        for source in sources:
+            shared = len(claim & source[0])
+            overlap = shared / (len(claim) + len(source[0]) - shared) if shared else 0.0
+            if overlap > best_overlap:  # the first of equals, as max() would pick
+                best_overlap, closest = overlap, source
         if closest is not None and len(claim & closest[0]) >= min_shared:
-            flipped += closest[1] != is_negated(tokens)
+            flipped += closest[1] != negated
     return _share(flipped, judged)
 
 
