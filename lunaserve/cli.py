@@ -90,6 +90,13 @@ def _task_counts(text: str) -> dict[str, int]:
     return counts
 
 
+def _count(text: str) -> int:
+    """A non-negative whole number, with a clear error otherwise."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 0 or more")
+    return int(text)
+
+
 def _cmd_base_fetch(args: argparse.Namespace) -> int:
     from models.base_fetch import PINNED, extract_base_model, fetch_pinned
 
@@ -197,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     halu.add_argument(
         "--counterfactual-pairs",
-        type=int,
+        type=_count,
         default=None,
         metavar="N",
         help="add N synthetic pairs (faithful and hallucinated in the same style, one fact apart) from"

@@ -74,3 +74,17 @@ def test_cli_signoff_paths_resolve_against_the_callers_folder(
     assert (options.out_dir, options.repository, options.test_set) == (
         elsewhere / "out", elsewhere / "repo", elsewhere / "t.csv"
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--counterfactual-pairs", "-3", "expected a whole number, 0 or more"),
+        ("--train-contexts", "poetry=3", "TASK one of qa, dialogue, summarization"),
+    ],
+)
+def test_cli_halueval_counts_are_checked_before_any_work(
+    flag: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "halueval", flag, value]) == 2
+    assert says in capsys.readouterr().err
