@@ -110,8 +110,8 @@ class _Builder:
 
     def __init__(self, passages: Sequence[Passage], rng: random.Random) -> None:
         self.rng = rng
-        self.passages = passages
-        self.pools = entity_pools(passages, rng)
+        self.passages = list(passages)  # sampled from for every added claim: listed once
+        self.pools = entity_pools(self.passages, rng)
 
     def absent(self, like: str, context: str) -> str | None:
         pool = self.pools[is_number(like)]
@@ -175,7 +175,7 @@ class _Builder:
         first, second = ss[i], ss[i + 1]
         n = len(second.split())
         lowered = p.context.lower()
-        for other in self.rng.sample(list(self.passages), min(20, len(self.passages))):
+        for other in self.rng.sample(self.passages, min(20, len(self.passages))):
             for claim in sentences(other.context, min_words=4, max_words=30):
                 if abs(len(claim.split()) - n) <= 2 and claim.lower() not in lowered:
                     return f"{first} {second}", f"{first} {claim}"
