@@ -10,7 +10,13 @@ word fixed and changes one fact, the ways RAG answers go wrong:
 - `recombination`: a name or number replaced by another one *from the same context* (two true
   facts wrongly combined: every word is in the context, the statement is not).
 - `number_change`: a number changed to a nearby one absent from the context.
-- `negation`: the statement reversed ("is" <-> "is not", "can" <-> "cannot", ...).
+- `negation`: the statement reversed ("is" <-> "is not", "can" <-> "cannot", ...), half of the
+  time as a yes/no answer. Negation is on the faithful side as often as on the hallucinated one:
+  a context sentence that is already negated ("No, it cannot be deleted." / "Yes, it can be
+  deleted."), or the denial of a wrong statement ("No, it is not in Lyon." / "Yes, it is in
+  Lyon.", Lyon named elsewhere in the context). Reversing only affirmative sentences taught the
+  encoder that "not" and "No," mean hallucinated (HaluEval's dialogue leans the same way), and it
+  then failed every faithful "No, ..." answer to a yes/no question.
 - `added_claim`: two consecutive context sentences, against the first one followed by a sentence
   of another passage of about the same length (a plausible unsupported claim added).
 - `short_answer`: the question's right short answer, against a short name or number of the same
@@ -54,7 +60,7 @@ _NEGATABLE = re.compile(
 )
 LEAD_INS = (
     "According to the document, ", "Based on the provided context, ", "The text says that ",
-    "Yes, ", "In short, ", "As stated in the source, ",
+    "To summarise, ", "In short, ", "As stated in the source, ",
 )  # fmt: skip
 _LOWER_STARTS = frozenset(
     "The A An It In This That These They He She There At On During After Before".split()
@@ -141,14 +147,10 @@ class _Builder:
         return None
 
     def recombination(self, p: Passage) -> tuple[str, str] | None:
-        everywhere = [m.group(0) for m in entities(p.context)]
         for sentence in self._shuffled(sentences(p.context)):
-            lowered = sentence.lower()
-            for span in self._shuffled(self._spans(sentence)):
-                kind = is_number(span.group(0))
-                others = sorted({e for e in everywhere if is_number(e) == kind and e.lower() not in lowered})
-                if others:
-                    return sentence, _replace(sentence, span, self.rng.choice(others))
+            wrong = self._recombined(sentence, p.context)
+            if wrong:
+                return sentence, wrong
         return None
 
     def number_change(self, p: Passage) -> tuple[str, str] | None:
@@ -161,10 +163,37 @@ class _Builder:
         return None
 
     def negation(self, p: Passage) -> tuple[str, str] | None:
-        for sentence in self._shuffled(sentences(p.context)):
-            reversed_ = _negate(sentence)
-            if reversed_:
-                return sentence, reversed_
+        """A statement and its reversal; the faithful member is negated in about half of the pairs."""
+        reversible = [(s, r) for s in self._shuffled(sentences(p.context)) if (r := _negate(s))]
+        if not reversible:
+            return None
+        negated = [(s, r) for s, r in reversible if _is_negated(s)]
+        if negated and self.rng.random() < 0.5:  # the context denies it: the denial is faithful
+            return self._yes_no(*negated[0], faithful_says_yes=False)
+        sentence, reversed_ = reversible[0]
+        if self.rng.random() < 0.5:  # the denial of a wrong statement is faithful
+            wrong = self._recombined(sentence, p.context)
+            denied = _negate(wrong) if wrong else None
+            if wrong and denied:
+                return self._yes_no(denied, wrong, faithful_says_yes=False)
+        return self._yes_no(sentence, reversed_, faithful_says_yes=not _is_negated(sentence))
+
+    def _yes_no(self, faithful: str, hallucinated: str, *, faithful_says_yes: bool) -> tuple[str, str]:
+        """Half of the time as answers to a yes/no question ("Yes, ..." / "No, ..."), else as they are."""
+        if self.rng.random() < 0.5:
+            return self.assistant_style(faithful, hallucinated)
+        first, second = ("Yes, ", "No, ") if faithful_says_yes else ("No, ", "Yes, ")
+        return _reworded(faithful, first), _reworded(hallucinated, second)
+
+    def _recombined(self, sentence: str, context: str) -> str | None:
+        """The sentence with one name or number replaced by another of the same kind from the context."""
+        everywhere = [m.group(0) for m in entities(context)]
+        lowered = sentence.lower()
+        for span in self._shuffled(self._spans(sentence)):
+            kind = is_number(span.group(0))
+            others = sorted({e for e in everywhere if is_number(e) == kind and e.lower() not in lowered})
+            if others:
+                return _replace(sentence, span, self.rng.choice(others))
         return None
 
     def added_claim(self, p: Passage) -> tuple[str, str] | None:
@@ -244,6 +273,12 @@ def _other_number(number: str, context: str, rng: random.Random) -> str | None:
     return rng.choice(candidates) if candidates else None
 
 
+def _is_negated(sentence: str) -> bool:
+    """Whether the sentence's first reversible auxiliary is negated ("cannot", "is not", "isn't")."""
+    m = _NEGATABLE.search(sentence)
+    return bool(m and (m.group(1) or m.group(3)))
+
+
 def _negate(sentence: str) -> str | None:
     """The sentence with its first auxiliary's polarity reversed, or None when it has none."""
     m = _NEGATABLE.search(sentence)
@@ -283,7 +318,7 @@ def counterfactual_pairs(
             kind = kinds[(turn + attempt) % len(kinds)]
             made = makers[kind](passage)
             if made and made[0] != made[1]:
-                faithful, hallucinated = builder.assistant_style(*made)
+                faithful, hallucinated = made if kind == "negation" else builder.assistant_style(*made)
                 for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED)):
                     out.append(
                         {"input": passage.query, "output": output, "context": passage.context,

@@ -57,10 +57,10 @@ def pairs_of(kind: str, n: int = 8, seed: int = 0) -> list[tuple[dict[str, str],
     return pairs
 
 
-def _plain(output: str) -> str:  # without the assistant lead-in both members share
-    for lead in LEAD_INS:
+def _plain(output: str) -> str:  # without the assistant lead-in or the yes/no framing
+    for lead in (*LEAD_INS, "Yes, ", "No, "):
         output = output.removeprefix(lead)
-    return output
+    return output[:1].upper() + output[1:]
 
 
 def test_entity_swap_brings_in_a_name_absent_from_the_context() -> None:
@@ -95,6 +95,25 @@ def test_negation_reverses_one_auxiliary() -> None:
             " not", ""
         )
         assert ("not" in a.split() or "cannot" in a.split()) != ("not" in b.split() or "cannot" in b.split())
+
+
+def _negated(output: str) -> bool:
+    return bool({"not", "cannot", "No"} & set(output.replace(",", " ").split()))
+
+
+def test_negation_puts_the_denial_on_either_side() -> None:
+    """Reversing only affirmative sentences would teach that "not" and "No," mean hallucinated."""
+    pairs = [pair for seed in range(12) for pair in pairs_of("negation", seed=seed)]
+    faithful_denials = sum(_negated(good["output"]) for good, _ in pairs)
+    hallucinated_denials = sum(_negated(bad["output"]) for _, bad in pairs)
+    assert 0.3 < faithful_denials / (faithful_denials + hallucinated_denials) < 0.7, (
+        faithful_denials,
+        hallucinated_denials,
+    )
+    framed = [(g["output"], b["output"]) for g, b in pairs if g["output"].startswith(("Yes, ", "No, "))]
+    assert {g.split(",")[0] for g, _ in framed} == {"Yes", "No"}  # a faithful "No, ..." exists
+    for good, bad in framed:
+        assert {good.split(",")[0], bad.split(",")[0]} == {"Yes", "No"}
 
 
 def test_added_claim_appends_a_sentence_from_another_passage() -> None:
