@@ -67,6 +67,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
         counterfactual_pairs=(
             DEFAULT_COUNTERFACTUAL_PAIRS if args.counterfactual_pairs is None else args.counterfactual_pairs
         ),
+        length_neutral_training=args.length_neutral_training,
     )
     for name, path in written.items():
         print(f"{name}: {path}")
@@ -209,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="add N synthetic pairs (faithful and hallucinated in the same style, one fact apart) from"
         " QA and summarization train passages (models/counterfactual.py; default: the recipe's 1000)",
+    )
+    halu.add_argument(
+        "--length-neutral-training",
+        action="store_true",
+        help="draw each task's training rows from its length-neutral subsample (every length bin as"
+        " many supported as hallucinated rows), so that length says nothing about the label",
     )
     halu.set_defaults(handler=_cmd_data_halueval)
 

@@ -209,6 +209,36 @@ def test_train_contexts_choose_the_task_mix(wheel: Path, tmp_path: Path) -> None
         build_halueval_sets(wheel, tmp_path / "x", train_contexts={"poetry": 3}, report=False)
 
 
+def test_length_neutral_training_rows_say_nothing_by_their_length(wheel: Path, tmp_path: Path) -> None:
+    """The fixture's hallucinated QA answers are longer on average (1-12 words against 1-4)."""
+    drawn = read_rows(
+        build_halueval_sets(wheel, tmp_path / "a", train_contexts={"qa": 60}, report=False)["train"]
+    )
+    neutral_path = build_halueval_sets(
+        wheel, tmp_path / "n", train_contexts={"qa": 60}, length_neutral_training=True, report=False
+    )["train"]
+    neutral = read_rows(neutral_path)
+    assert roc_auc_of_length(drawn) > 0.7
+    assert roc_auc_of_length(neutral) == pytest.approx(0.5, abs=0.02)
+    labels = Counter(r["label"] for r in neutral)
+    assert labels["supported"] == labels["hallucinated"] > 0
+    by_bin = Counter((length_bin(int(r["output_words"])), r["label"]) for r in neutral)
+    assert all(by_bin[(b, "supported")] == by_bin[(b, "hallucinated")] for b, _ in by_bin)
+    fewer = read_rows(
+        build_halueval_sets(
+            wheel, tmp_path / "f", train_contexts={"qa": 15}, length_neutral_training=True, report=False
+        )["train"]
+    )  # fewer rows than the subsample holds: a random part of each label's, neutral in expectation
+    assert Counter(r["label"] for r in fewer) == {"supported": 15, "hallucinated": 15}
+    bins = {length_bin(int(r["output_words"])) for r in neutral}
+    assert {length_bin(int(r["output_words"])) for r in fewer} <= bins
+
+
+def roc_auc_of_length(rows: list[dict[str, str]]) -> float:
+    """How well "shorter means supported" ranks the rows (0.5: length says nothing)."""
+    return roc_auc(label_vector(rows), length_baseline_scores(rows))
+
+
 def test_build_halueval_sets_is_seeded(wheel: Path, tmp_path: Path) -> None:
     kwargs = {"seed": 3, "train_contexts": TRAIN_CONTEXTS, "report": False}
     a = build_halueval_sets(wheel, tmp_path / "a", **kwargs)  # type: ignore[arg-type]
