@@ -88,7 +88,9 @@ class LoadedMetric:
     def spec(self) -> MetricSpec:
         return self.model.spec
 
-    async def score(self, items: Sequence[Item], priority: Priority, deadline: float) -> ScoredItems:
+    async def score(
+        self, items: Sequence[Item], priority: Priority, deadline: float, *, arrived: float | None = None
+    ) -> ScoredItems:
         # Small requests are tokenised on the loop (well under a millisecond): a shared thread
         # pool would queue a guardrail item behind a flood of observability ones before it
         # even reached the scheduler that puts it first. Large ones go to a thread.
@@ -104,7 +106,7 @@ class LoadedMetric:
         ready = [e for e in encoded if isinstance(e, EncodedItem)]
         windows = [w for e in ready for w in e.windows]
         try:
-            future = self.scheduler.submit(windows, priority, deadline)
+            future = self.scheduler.submit(windows, priority, deadline, arrived=arrived)
         except AdmissionError as exc:
             if exc.reason == "draining":
                 raise SupersededError from exc

@@ -237,7 +237,7 @@ class MetricRegistry:
         priority = TRAFFIC_CLASSES[traffic_class]
         observer = self.server_metrics.observer(metric)
         try:
-            scored = await self._score_on_active(metric, items, priority, deadline)
+            scored = await self._score_on_active(metric, items, priority, deadline, arrived_s)
         except BaseException as exc:
             outcome = next((o for t, o in OUTCOMES.items() if isinstance(exc, t)), None)
             if outcome is not None:
@@ -253,12 +253,12 @@ class MetricRegistry:
         return scored
 
     async def _score_on_active(
-        self, metric: str, items: Sequence[Item], priority: Priority, deadline: float
+        self, metric: str, items: Sequence[Item], priority: Priority, deadline: float, arrived_s: float
     ) -> ScoredItems:
         while True:
             loaded = self.get(metric)
             try:
-                return await loaded.score(items, priority, deadline)
+                return await loaded.score(items, priority, deadline, arrived=arrived_s)
             except SupersededError:
                 if self.active.get(metric) is loaded:  # draining for shutdown, not for a swap
                     loaded.scheduler.observer.rejected(priority, "draining")

@@ -2,10 +2,10 @@
 
 Refusing at once, with a reason and a Retry-After, is cheaper for everyone than queueing work
 that will be shed later. The rules, in order: a request no queue could serve (bigger than its
-class may queue, or slower alone than its timeout) is refused for good; then, while the
-scheduler is draining or dead, everything is refused; then the request and token bounds, with
-observability held to its share of each so guardrail traffic always finds room; last, the
-estimated completion (work in flight + work ahead + its own) must come before its deadline.
+class may queue, or slower alone than its timeout counted from its arrival) is refused for good;
+then, while the scheduler is draining or dead, everything is refused; then the request and token
+bounds, with observability held to its share of each so guardrail traffic always finds room;
+last, the estimated completion (work in flight + work ahead + its own) must come before its deadline.
 Guardrail work waits only behind guardrail work, so its estimate counts only that.
 """
 
@@ -80,16 +80,29 @@ def retry_after_s(load: QueueLoad) -> float:
 
 
 def admit(
-    priority: Priority, tokens: int, deadline: float, *, now: float, load: QueueLoad, limits: AdmissionLimits
+    priority: Priority,
+    tokens: int,
+    deadline: float,
+    *,
+    now: float,
+    load: QueueLoad,
+    limits: AdmissionLimits,
+    arrived: float | None = None,
 ) -> Refusal | None:
-    """None to take the request, else why not (see the module docstring for the order of rules)."""
-    return _too_large(priority, tokens, deadline, now, load, limits) or _refusal(
+    """None to take the request, else why not (see the module docstring for the order of rules).
+
+    `arrived` is when the request reached the server (default `now`). Whether it could be served
+    at all is judged from then: time it spent waiting inside the server (a busy event loop, a
+    thread pool) is load, answered with 503 and Retry-After, never blamed on its timeout.
+    """
+    start = now if arrived is None else min(arrived, now)
+    return _too_large(priority, tokens, deadline, start, load, limits) or _refusal(
         priority, tokens, deadline, now, load, limits
     )
 
 
 def _too_large(
-    priority: Priority, tokens: int, deadline: float, now: float, load: QueueLoad, limits: AdmissionLimits
+    priority: Priority, tokens: int, deadline: float, arrived: float, load: QueueLoad, limits: AdmissionLimits
 ) -> Refusal | None:
     bound = limits.max_queue_tokens
     if priority == Priority.OBSERVABILITY:
@@ -100,12 +113,12 @@ def _too_large(
             f"the request has {tokens} tokens; this server queues at most {bound} for its traffic"
             " class: split it into smaller requests",
         )
-    alone_s = tokens * load.cost_per_token_s
-    if now + alone_s > deadline:
+    alone_s, timeout_s = tokens * load.cost_per_token_s, max(deadline - arrived, 0.0)
+    if alone_s > timeout_s:
         return Refusal(
             TOO_LARGE,
             f"the request needs about {alone_s * 1000:.0f} ms of inference even on an idle model,"
-            f" more than its {max(deadline - now, 0) * 1000:.0f} ms timeout: raise timeout_ms or split it",
+            f" more than its {timeout_s * 1000:.0f} ms timeout: raise timeout_ms or split it",
         )
     return None
 

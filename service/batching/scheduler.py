@@ -161,16 +161,19 @@ class BatchScheduler:
     # -- admission -------------------------------------------------------------------------
 
     def submit(
-        self, windows: Sequence[Window], priority: Priority, deadline: float
+        self, windows: Sequence[Window], priority: Priority, deadline: float, *, arrived: float | None = None
     ) -> asyncio.Future[RequestResult]:
         """Queue a request's windows, or refuse at once.
 
         Raises AdmissionError (retry later) when the queue cannot take it now, and
-        RequestTooLargeError when it could not be served even with the queue empty.
+        RequestTooLargeError when it could not be served even with the queue empty from its
+        arrival (`arrived`, app clock; default now).
         """
         now = self.clock.now()
         load, tokens = self._load(now), sum(len(w) for w in windows)
-        refusal = admit(priority, tokens, deadline, now=now, load=load, limits=self.admission)
+        refusal = admit(
+            priority, tokens, deadline, now=now, load=load, limits=self.admission, arrived=arrived
+        )
         if refusal is not None:
             if refusal.final:
                 raise RequestTooLargeError(refusal.message)

@@ -42,9 +42,15 @@ SCORE = "/v1/metrics/context_adherence/score"
 FIXED_BATCHES = BatchingSettings(calibrate=False)
 
 
+# Default deadlines far off: a test about time states its own. On a starved CPU (a fine-tune on
+# both cores) the guardrail default of 200 ms passed before a windowed item was admitted: 503.
+UNHURRIED = DeadlineSettings(guardrail_timeout_ms=30_000, observability_timeout_ms=30_000)
+
+
 def settings_for(repository: Path, **changes: Any) -> Settings:
     """Settings for a test app: batch caps as configured, never calibrated on this machine."""
-    return Settings(**{"repository": repository, "batching": FIXED_BATCHES, **changes})
+    defaults = {"repository": repository, "batching": FIXED_BATCHES, "deadlines": UNHURRIED}
+    return Settings(**{**defaults, **changes})
 
 
 async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:

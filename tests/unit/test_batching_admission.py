@@ -41,6 +41,18 @@ def test_admission_refuses_for_good_what_no_queue_could_take() -> None:
     assert alone is not None and alone.final and "500 ms" in alone.message and "100 ms" in alone.message
 
 
+def test_time_spent_inside_the_server_is_load_not_the_requests_fault() -> None:
+    """Issue 11: 400 concurrent 490-token requests with timeout_ms 300 got 422 "needs 47 ms, more
+    than its 17 ms timeout": the other 283 ms went to the server's own backlog."""
+    slow = QueueLoad(0, 0, 0, 0, cost_per_token_s=0.0002)  # 245 tokens: 49 ms alone
+    arrived, deadline = NOW - 0.283, NOW + 0.017  # timeout 300 ms from arrival, 17 ms left now
+    late = admit(OBS, 245, deadline, now=NOW, load=slow, limits=LIMITS, arrived=arrived)
+    assert late is not None and not late.final and late.reason == "deadline"  # 503, Retry-After
+    tight = admit(OBS, 245, arrived + 0.040, now=NOW, load=slow, limits=LIMITS, arrived=arrived)
+    assert tight is not None and tight.final  # 49 ms alone, 40 ms allowed from arrival: 422
+    assert "40 ms timeout" in tight.message
+
+
 def test_admission_final_refusal_comes_before_draining() -> None:
     closed = QueueLoad(0, 0, 0, 0, accepting=False)
     assert reason(OBS, 301, closed) == TOO_LARGE
