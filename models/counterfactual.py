@@ -49,16 +49,6 @@ KINDS = (
     "entity_swap", "recombination", "number_change", "negation", "added_claim", "short_answer",
     "answer_sentence",
 )  # fmt: skip
-# The order in which passages take the kinds. The context's answer sentence (a sentence that is
-# not a hallucination) and the negation (a denial that is faithful) come up three and two times
-# in ten: they are the cues HaluEval teaches backwards (a sentence answer is hallucinated, "No,"
-# is hallucinated), and they fit fewer passages than a swap does (a QA passage whose answer
-# sits in one sentence; a sentence with an auxiliary): one turn in seven left 34 and 155 of
-# 1,000 pairs, these turns 68 and 208.
-TURNS = (
-    "answer_sentence", "entity_swap", "negation", "answer_sentence", "recombination",
-    "number_change", "negation", "answer_sentence", "added_claim", "short_answer",
-)  # fmt: skip
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 _NAME = r"(?<![\w'\u2019-])[A-Z][a-z]+(?:\s+(?:of\s+|de\s+)?[A-Z][a-z]+)*(?![\w'\u2019-])"
@@ -308,10 +298,10 @@ def _negate(sentence: str) -> str | None:
 
 
 def counterfactual_pairs(
-    passages: Sequence[Passage], *, pairs: int, seed: int, kinds: Sequence[str] = TURNS
+    passages: Sequence[Passage], *, pairs: int, seed: int, kinds: Sequence[str] = KINDS
 ) -> list[dict[str, str]]:
-    """Up to `pairs` (supported, hallucinated) rows, `kinds` in turn (a kind may repeat), one
-    passage per pair (seeded).
+    """Up to `pairs` (supported, hallucinated) rows, `kinds` in turn (a kind may repeat: the more
+    often it comes, the more of its pairs), one passage per pair (seeded).
 
     Rows carry `input` (the passage's query), `output`, `context`, `label` and `source`
     (`synthetic_counterfactual`, one group for the combiner and the threshold) plus `kind`.
