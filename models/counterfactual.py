@@ -147,8 +147,9 @@ class _Builder:
         return None
 
     def recombination(self, p: Passage) -> tuple[str, str] | None:
+        everywhere = [m.group(0) for m in entities(p.context)]
         for sentence in self._shuffled(sentences(p.context)):
-            wrong = self._recombined(sentence, p.context)
+            wrong = self._recombined(sentence, everywhere)
             if wrong:
                 return sentence, wrong
         return None
@@ -172,7 +173,7 @@ class _Builder:
             return self._yes_no(*negated[0], faithful_says_yes=False)
         sentence, reversed_ = reversible[0]
         if self.rng.random() < 0.5:  # the denial of a wrong statement is faithful
-            wrong = self._recombined(sentence, p.context)
+            wrong = self._recombined(sentence, [m.group(0) for m in entities(p.context)])
             denied = _negate(wrong) if wrong else None
             if wrong and denied:
                 return self._yes_no(denied, wrong, faithful_says_yes=False)
@@ -185,9 +186,9 @@ class _Builder:
         first, second = ("Yes, ", "No, ") if faithful_says_yes else ("No, ", "Yes, ")
         return _reworded(faithful, first), _reworded(hallucinated, second)
 
-    def _recombined(self, sentence: str, context: str) -> str | None:
-        """The sentence with one name or number replaced by another of the same kind from the context."""
-        everywhere = [m.group(0) for m in entities(context)]
+    def _recombined(self, sentence: str, everywhere: list[str]) -> str | None:
+        """The sentence with one name or number replaced by another of the same kind from
+        `everywhere` (the context's names and numbers, listed once per passage by the caller)."""
         lowered = sentence.lower()
         for span in self._shuffled(self._spans(sentence)):
             kind = is_number(span.group(0))
