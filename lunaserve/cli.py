@@ -139,6 +139,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         calibration_rows=args.calibration_rows,
         evidence_features=tuple(args.evidence),
+        windowed_evidence_features=tuple(args.evidence_windowed),
         threshold_from_eval=args.threshold_from_eval,
     )
     folder = export_to_repository(
@@ -263,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         choices=[f.value for f in EvidenceFeature],
         help="evidence features to combine with the encoder (weights fitted on --eval)",
+    )
+    ex.add_argument(
+        "--evidence-windowed",
+        nargs="*",
+        default=[],
+        choices=[f.value for f in EvidenceFeature],
+        help="with --evidence: weights of their own, on these features, for items read in several"
+        " windows (long contexts), fitted on the --eval rows read that way",
     )
     ex.add_argument(
         "--threshold-from-eval",

@@ -8,6 +8,11 @@ weight may only count against support (<= 0), and the encoder's weight may only 
 positive weight on missing names that a second share cancels), and that does not transfer to
 other domains. scikit-learn's LogisticRegression has no bounds, so the L2-regularised log-loss
 is minimised with SciPy's L-BFGS-B, which takes them directly.
+
+Items the encoder read in several windows (long documents) get weights of their own when asked
+(`windowed_features`), fitted on the eval rows read that way: there the encoder judged pieces of
+the context, and one set of weights for both kinds of item let the short contexts, the majority,
+decide how far the encoder is trusted on the long ones.
 """
 
 from __future__ import annotations
@@ -18,9 +23,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from service.runtime.evidence import EPSILON, EvidenceCombiner, EvidenceFeature, evidence_features
+from service.runtime.evidence import (
+    EPSILON,
+    EvidenceCombiner,
+    EvidenceFeature,
+    LogisticWeights,
+    evidence_features,
+)
 
 L2 = 1.0  # inverse regularisation strength, as scikit-learn's C (per row)
+MIN_WINDOWED_ROWS_PER_CLASS = 50  # fewer windowed eval rows than this: no weights of their own
 
 
 def fit_combiner(
@@ -31,33 +43,63 @@ def fit_combiner(
     *,
     fitted_on: str,
     groups: Sequence[str] | None = None,
+    windows: Sequence[int] | None = None,
+    windowed_features: Sequence[EvidenceFeature] = (),
 ) -> EvidenceCombiner:
     """Sign-constrained logistic regression of the label on [logit(p_encoder), *features].
 
     With `groups` (each row's task), every group weighs the same in the fit whatever its size,
     as the threshold's rule does: a small group (e.g. full-sentence RAG-style pairs) is not
-    outvoted by the largest one.
+    outvoted by the largest one. With `windows` (how many windows each row was read in) and
+    `windowed_features`, rows read in one window fit the main weights and rows read in several
+    fit `windowed` (on `windowed_features`), provided each class has enough of them.
     """
     if not features:
         raise ValueError("name at least one evidence feature to combine")
-    truth = np.array([r["label"] == positive_label for r in rows], dtype=np.float64)
+    single = list(range(len(rows)))
+    several: list[int] = []
+    if windowed_features:
+        if windows is None:
+            raise ValueError("windowed features need each row's number of windows")
+        several = [i for i, n in enumerate(windows) if n > 1]
+        classes = [sum((rows[i]["label"] == positive_label) == c for i in several) for c in (True, False)]
+        if min(classes) < MIN_WINDOWED_ROWS_PER_CLASS:
+            raise ValueError(
+                f"windowed weights need {MIN_WINDOWED_ROWS_PER_CLASS} eval rows of each label read in"
+                f" several windows; the eval rows have {classes[0]} {positive_label} and {classes[1]} others"
+            )
+        single = [i for i, n in enumerate(windows) if n <= 1]
+    main = _fit(encoder_scores, rows, positive_label, features, groups, single)
+    windowed = (
+        _fit(encoder_scores, rows, positive_label, windowed_features, groups, several) if several else None
+    )
+    return EvidenceCombiner(**main.model_dump(), windowed=windowed, fitted_on=fitted_on)
+
+
+def _fit(
+    encoder_scores: Sequence[float],
+    rows: Sequence[Mapping[str, str]],
+    positive_label: str,
+    features: Sequence[EvidenceFeature],
+    groups: Sequence[str] | None,
+    subset: Sequence[int],
+) -> LogisticWeights:
+    """The weights fitted on the rows at `subset`, every group of them weighing the same."""
+    truth = np.array([rows[i]["label"] == positive_label for i in subset], dtype=np.float64)
     if truth.all() or not truth.any():
         raise ValueError("fitting a combiner needs rows of both classes")
-    table = np.array(
-        [[_logit(p), *_feature_row(r, features)] for p, r in zip(encoder_scores, rows, strict=True)]
-    )
+    table = np.array([[_logit(encoder_scores[i]), *_feature_row(rows[i], features)] for i in subset])
     if groups is None:
         row_weights = np.ones(len(truth))
     else:
-        names = list(groups)
+        names = [groups[i] for i in subset]
         counts = {g: names.count(g) for g in set(names)}
         row_weights = np.array([len(names) / (len(counts) * counts[g]) for g in names])
     weights, bias = _constrained_logistic(table, truth, row_weights)
-    return EvidenceCombiner(
+    return LogisticWeights(
         model_weight=float(weights[0]),
         feature_weights={f: float(w) for f, w in zip(features, weights[1:], strict=True)},
         bias=float(bias),
-        fitted_on=fitted_on,
     )
 
 

@@ -24,6 +24,12 @@ word fixed and changes one fact, the ways RAG answers go wrong:
 - `answer_sentence`: the context sentence holding the right answer, against the same sentence with
   the answer swapped ("The Eiffel Tower is in Paris." / "... in Berlin."): a sentence is not a
   hallucination.
+- `answer_statement`: the question restated as a full-sentence answer in the assistant's own words,
+  with the right answer, against the same sentence with the answer swapped ("Who wrote Pride and
+  Prejudice?" -> "Jane Austen wrote Pride and Prejudice." / "Charles Dickens wrote ..."): an
+  answer that paraphrases instead of copying is not a hallucination either. It fits any QA
+  passage whose short answer is in the context (`answer_sentence` fits only those whose answer
+  sits in one whole sentence: 34 of the recipe's 1,000 pairs).
 
 Half of the pairs are worded as an assistant answers (a lead-in such as "According to the
 document," on both members, parentheses dropped), so a verbatim copy does not mean supported.
@@ -47,7 +53,7 @@ SOURCE = "synthetic_counterfactual"
 T = TypeVar("T")
 KINDS = (
     "entity_swap", "recombination", "number_change", "negation", "added_claim", "short_answer",
-    "answer_sentence",
+    "answer_sentence", "answer_statement",
 )  # fmt: skip
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
@@ -62,6 +68,21 @@ LEAD_INS = (
     "According to the document, ", "Based on the provided context, ", "The text says that ",
     "To summarise, ", "In short, ", "As stated in the source, ",
 )  # fmt: skip
+_VERB_AFTER_WH = re.compile(
+    r"^(?:Who|What|Which)\s+((?:\w+ed|wrote|won|made|sang|led|began|became|took|built|founded|owns|"
+    r"plays|played|created|directed|produced|released|hosted|includes)\b.*)$",
+    re.IGNORECASE,
+)
+_BE = r"(?:is|was|are|were)\b"
+_BE_AFTER_WH_NOUN = re.compile(  # "Which <up to six words, no be-verb> was <the rest>"
+    rf"^(?:Which|What)\s+(?!{_BE})(\w+(?:\s+(?!{_BE})\w+){{0,5}})\s+(is|was|are|were)\s+(.+)$", re.IGNORECASE
+)
+_WH_BE = re.compile(r"^(?:What|Who)\s+(is|was|are|were)\s+(.+)$", re.IGNORECASE)
+_WH_INSIDE = re.compile(r"\b(?:which|what)\b", re.IGNORECASE)
+_WHERE = re.compile(r"^Where\s+(is|was|are|were)\s+(.+)$", re.IGNORECASE)
+_WHEN = re.compile(r"^When\s+(is|was|are|were)\s+(.+?)\s+(\w+ed|born)$", re.IGNORECASE)
+WORDED_BY_MAKER = frozenset({"negation", "answer_statement"})  # already worded as answers: no lead-in
+ANSWER_TEMPLATES = ("The answer is {}.", "It is {}.", "That would be {}.", "{}, according to the passage.")
 _LOWER_STARTS = frozenset(
     "The A An It In This That These They He She There At On During After Before".split()
 )
@@ -230,6 +251,16 @@ class _Builder:
                 return (sentence, _replace(sentence, span, swap)) if swap else None
         return None
 
+    def answer_statement(self, p: Passage) -> tuple[str, str] | None:
+        answer = p.answer.strip().rstrip(".")
+        if not answer or len(answer.split()) > 6 or answer.lower() not in p.context.lower():
+            return None
+        swap = self.unlike(answer, p.context)
+        if not swap:
+            return None
+        template = statement_template(p.query) or self.rng.choice(ANSWER_TEMPLATES)
+        return _sentence(template.format(answer)), _sentence(template.format(swap))
+
     def _shuffled(self, items: list[T]) -> list[T]:
         return self.rng.sample(items, len(items))
 
@@ -242,6 +273,47 @@ class _Builder:
         return (
             reworded if reworded[0] != reworded[1] else (faithful, hallucinated)
         )  # the fact was in parentheses
+
+
+def statement_template(question: str) -> str | None:
+    """The question as a statement with `{}` where its answer goes, or None when no rule fits.
+
+    Plain rules: "Who wrote X?" -> "{} wrote X."; "Which actress from X was known as Y?" -> "The
+    actress from X that was known as Y was {}."; "Where is X?" -> "X is in {}."; "When was X
+    founded?" -> "X was founded in {}."; "X includes which Y?" -> "X includes the Y, {}." Braces
+    in the question are escaped so only the answer's slot remains.
+    """
+    text = re.sub(r"^Q:\s*", "", " ".join(question.split())).rstrip(" ?")
+    text = text.replace("{", "{{").replace("}", "}}")
+    if not text or text.split()[0].lower() in {"are", "is", "was", "were", "do", "does", "did", "can"}:
+        return None  # a yes/no question: the negation pairs answer those
+    if m := _VERB_AFTER_WH.match(text):
+        return "{} " + m.group(1) + "."
+    if m := _BE_AFTER_WH_NOUN.match(text):
+        return f"The {m.group(1)} that {m.group(2)} {m.group(3)} {m.group(2)} {{}}."
+    if m := _WH_BE.match(text):  # "What is the capital of X?" -> "The capital of X is {}."
+        return f"{m.group(2)} {m.group(1).lower()} {{}}."
+    if m := _WHERE.match(text):
+        return f"{m.group(2)} {m.group(1).lower()} in {{}}."
+    if m := _WHEN.match(text):
+        return f"{m.group(2)} {m.group(1).lower()} {m.group(3)} in {{}}."
+    inside = list(_WH_INSIDE.finditer(text))
+    after = text[inside[0].end() :].split()[:1] if inside else []
+    if (
+        len(inside) == 1
+        and len(text[: inside[0].start()].split()) >= 3
+        and after
+        and after[0].lower() not in {"is", "was", "are", "were", "that"}
+    ):  # "X includes which Y?"
+        return _WH_INSIDE.sub("the", text) + ", {}."
+    return None
+
+
+def _sentence(text: str) -> str:
+    """Capitalised first letter, one final full stop."""
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith(".") else text + "."
 
 
 def _replace(sentence: str, span: re.Match[str], swap: str) -> str:
@@ -322,7 +394,7 @@ def counterfactual_pairs(
             kind = kinds[(turn + attempt) % len(kinds)]
             made = makers[kind](passage)
             if made and made[0] != made[1]:
-                faithful, hallucinated = made if kind == "negation" else builder.assistant_style(*made)
+                faithful, hallucinated = made if kind in WORDED_BY_MAKER else builder.assistant_style(*made)
                 for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED)):
                     out.append(
                         {"input": passage.query, "output": output, "context": passage.context,

@@ -60,6 +60,7 @@ class ExportOptions:
     parity_rows: int = 0  # 0: every row of the eval CSV
     batch_probe_items: int = 48  # items scored alone and in mixed batches for invariance
     evidence_features: tuple[str, ...] = ()  # combine these with the encoder, fitted on the eval CSV
+    windowed_evidence_features: tuple[str, ...] = ()  # weights of their own for items read in windows
     threshold_from_eval: bool = False  # choose the threshold on the eval CSV (models/threshold.py)
     group_column: str = "source"  # the eval CSV's column naming each row's task, for that choice
 
@@ -311,20 +312,30 @@ def _eval_scores(
         onnx_forward(model, encoder.pad_id, encoder.spec.activation),
         encoder.spec,
     )
-    kept = [(row, r.score) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
-    kept_rows, scores = [row for row, _ in kept], [s for _, s in kept]
+    kept = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
+    kept_rows, scores = [row for row, _ in kept], [r.score for _, r in kept]
+    windows = [r.windows for _, r in kept]
     positives = [row["label"] == encoder.spec.positive_label for row in kept_rows]
     alone = EvalScores(kept_rows, scores, positives, None)
     if not options.evidence_features:
         return alone
     features = [EvidenceFeature(f) for f in options.evidence_features]
+    windowed = [EvidenceFeature(f) for f in options.windowed_evidence_features]
+    split = (
+        f"; items read in several windows ({sum(n > 1 for n in windows)} rows) weighted on their own"
+        if windowed else ""
+    )  # fmt: skip
     combiner = fit_combiner(
         scores, kept_rows, encoder.spec.positive_label, features, groups=alone.groups(options.group_column),
+        windows=windows, windowed_features=windowed,
         fitted_on=f"{eval_csv.name} ({len(kept)} rows), sign-constrained logistic regression (L2, C=1,"
-        " every task weighted equally) on the artifact's encoder scores",
+        f" every task weighted equally) on the artifact's encoder scores{split}",
     )  # fmt: skip
     log.info("evidence combiner: %s", combiner.model_dump_json())
-    combined = [combiner.combine(s, combiner.features(row)) for s, row in zip(scores, kept_rows, strict=True)]
+    combined = [
+        combiner.combine(s, combiner.features(row), windows=n)
+        for s, row, n in zip(scores, kept_rows, windows, strict=True)
+    ]
     return EvalScores(kept_rows, combined, positives, combiner)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.runtime.artifact import Manifest
-from service.runtime.evidence import EvidenceFeature
+from service.runtime.evidence import EvidenceFeature, LogisticWeights
 
 FEATURE_MEANINGS = {
     EvidenceFeature.N_MISSING_CONTENT: "count of distinct content words (stopwords removed) of the response"
@@ -26,6 +26,11 @@ FEATURE_MEANINGS = {
     EvidenceFeature.SHARE_POLARITY_FLIPPED: "share of the response's sentences negated where the context"
     " sentence sharing most of their words is not, or the reverse: a statement reversed with the"
     " context's own words",
+    EvidenceFeature.MISSING_CONTENT_UP_TO_2: "0, 0.5 or 1 as none, one, or two or more of the response's"
+    " content words are absent from the context: one swapped name or number, however long the sentence",
+    EvidenceFeature.LOCAL_MISSING_SHARE: "share of the response's content words absent from the two"
+    " consecutive context sentences that hold most of each response sentence's words: words found"
+    " somewhere in a long document but not where the sentence's claim is",
 }
 
 QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")
@@ -120,16 +125,25 @@ def _evidence(m: Manifest) -> list[str]:
     c = m.evidence
     if c is None:
         return []
-    terms = " + ".join(f"{w:+.3f} x {f.value}" for f, w in c.feature_weights.items())
+    def formula(weights: LogisticWeights) -> str:
+        terms = " + ".join(f"{w:+.3f} x {f.value}" for f, w in weights.feature_weights.items())
+        encoder = f"{weights.model_weight:.3f} x logit(p_encoder)"
+        return f"    score = sigmoid({encoder} {terms} {weights.bias:+.3f})"
+
+    windowed = (
+        ["", "Items read in several windows (long contexts) weigh it their own way:", "", formula(c.windowed)]
+        if c.windowed else []
+    )  # fmt: skip
     return [
         "## How the score is computed",
         "",
         "The encoder's probability is combined with explicit evidence, computed against the whole"
         " context (never one window), by a logistic model whose weights were fitted, not chosen:",
         "",
-        f"    score = sigmoid({c.model_weight:.3f} x logit(p_encoder) {terms} {c.bias:+.3f})",
+        formula(c),
+        *windowed,
         "",
-        *(f"- `{f.value}`: {FEATURE_MEANINGS[f]}" for f in c.feature_weights),
+        *(f"- `{f.value}`: {FEATURE_MEANINGS[f]}" for f in EvidenceFeature if f in c.wanted()),
         f"- Fitted on: {c.fitted_on or 'not recorded'}.",
         "- The quality tables report the encoder alone (`encoder only`) and the missing-words count"
         " alone (`missing words`) beside the combination.",

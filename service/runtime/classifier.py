@@ -119,7 +119,7 @@ def finish_item(
     """Aggregate an item's window rows, apply the evidence combiner if any, and decide."""
     row = aggregate_item(item, window_probs, spec)
     if combiner is not None and item.evidence is not None:
-        score = combiner.combine(float(row[spec.positive_index]), item.evidence)
+        score = combiner.combine(float(row[spec.positive_index]), item.evidence, windows=len(item.windows))
         row = np.full(2, 1.0 - score)
         row[spec.positive_index] = score
     return decide(row, spec, windows=len(item.windows), truncated_tokens=item.truncated_tokens)

@@ -10,6 +10,10 @@ the encoder by a logistic model whose weights were fitted at build time:
 
     score = sigmoid(model_weight * logit(p_encoder) + sum_k weight_k * feature_k + bias)
 
+An item the encoder read in several windows (a long document) may have weights of its own
+(`windowed`): there the encoder saw only pieces of the context, so the whole-context evidence
+must count for more and the encoder for less than on a short context it read whole.
+
 The combiner is part of the metric: declared in the manifest, computed here, so `evaluate` and
 the server give the same score.
 """
@@ -67,6 +71,8 @@ class EvidenceFeature(StrEnum):
     SHARE_POLARITY_FLIPPED = (
         "share_polarity_flipped"  # of its sentences, the share negated unlike their source
     )
+    MISSING_CONTENT_UP_TO_2 = "missing_content_up_to_2"  # 0, 0.5 or 1: none, one, two or more absent
+    LOCAL_MISSING_SHARE = "local_missing_share"  # as share_missing_content, against each sentence's source
 
 
 def _share(part: int, whole: int) -> float:
@@ -77,6 +83,7 @@ _NUMBER_FEATURES = frozenset({EvidenceFeature.N_MISSING_NUMBERS, EvidenceFeature
 _SENTENCE_FEATURES = frozenset(
     {EvidenceFeature.SHARE_NOVEL_BIGRAMS, EvidenceFeature.WEAKEST_SENTENCE_MISSING}
 )
+SOURCE_SENTENCES = 2  # a response sentence's source: this many consecutive context sentences
 
 
 def is_negated(sentence_words: list[str]) -> bool:
@@ -115,6 +122,28 @@ def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> fl
     return _share(flipped, judged)
 
 
+def local_missing_share(output: str, context: str, span: int = SOURCE_SENTENCES) -> float:
+    """Of the response's content words, the share absent from each sentence's own source.
+
+    A sentence's source is the run of `span` consecutive context sentences holding most of its
+    content words. In a long document every word of a wrong summary may occur *somewhere* (the
+    whole-context share misses it), but not together where the sentence claims them; a faithful
+    summary's sentence mostly restates one or two sentences of the document. Sentences with
+    fewer than two content words ("Yes.") are left out.
+    """
+    source_words = [set(content_words(s)) for s in sentences(context)] or [set()]
+    sources = [set().union(*source_words[i : i + span]) for i in range(max(1, len(source_words) - span + 1))]
+    judged = missing = 0
+    for sentence in sentences(output):
+        claim = set(content_words(sentence))
+        if len(claim) < 2:
+            continue
+        best = max(sources, key=lambda source: len(claim & source))
+        judged += len(claim)
+        missing += len(claim - best)
+    return _share(missing, judged)
+
+
 def evidence_features(
     output: str, context: str, wanted: Collection[EvidenceFeature] | None = None
 ) -> dict[EvidenceFeature, float]:
@@ -134,6 +163,8 @@ def evidence_features(
         EvidenceFeature.SHARE_MISSING_CONTENT: _share(len(missing), len(content)),
         EvidenceFeature.N_MISSING_NAMES: float(len(names - context_words)),
         EvidenceFeature.SHARE_MISSING_NAMES: _share(len(names - context_words), len(names)),
+        # one absent word is what a single swapped fact leaves, however long the sentence
+        EvidenceFeature.MISSING_CONTENT_UP_TO_2: min(len(missing), 2) / 2,
     }
     if wanted & _NUMBER_FEATURES:
         numbers = set(_NUMBER.findall(output))
@@ -153,28 +184,52 @@ def evidence_features(
             found[EvidenceFeature.SHARE_NOVEL_BIGRAMS] = _share(len(novel), len(bigrams))
     if EvidenceFeature.SHARE_POLARITY_FLIPPED in wanted:
         found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(output, context)
+    if EvidenceFeature.LOCAL_MISSING_SHARE in wanted:
+        found[EvidenceFeature.LOCAL_MISSING_SHARE] = local_missing_share(output, context)
     return {f: found[f] for f in EvidenceFeature if f in wanted}
 
 
-class EvidenceCombiner(BaseModel):
-    """Logistic combination of the encoder's logit with evidence features (fitted weights)."""
+class LogisticWeights(BaseModel):
+    """One logistic combination: the encoder's logit and features, weighted, plus a bias."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: str = Field("logistic", pattern="^logistic$")
     model_weight: float = Field(description="Weight of logit(p) of the encoder's positive label.")
     feature_weights: dict[EvidenceFeature, float] = Field(description="Weight of each evidence feature.")
     bias: float = 0.0
-    output_field: str = Field("output", description="The item field whose words are checked.")
-    context_field: str = Field("context", description="The item field the words must appear in.")
-    fitted_on: str = Field("", description="Data the weights were fitted on, for the model card.")
 
-    def features(self, item: Mapping[str, str | None]) -> dict[EvidenceFeature, float]:
-        return evidence_features(
-            item.get(self.output_field) or "", item.get(self.context_field) or "", self.feature_weights
-        )
-
-    def combine(self, p_model: float, features: Mapping[EvidenceFeature, float]) -> float:
+    def probability(self, p_model: float, features: Mapping[EvidenceFeature, float]) -> float:
         p = min(max(p_model, EPSILON), 1 - EPSILON)
         z = self.model_weight * math.log(p / (1 - p)) + self.bias
         z += sum(w * features[f] for f, w in self.feature_weights.items())
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+
+class EvidenceCombiner(LogisticWeights):
+    """Logistic combination of the encoder's logit with evidence features (fitted weights).
+
+    The top-level weights serve items read in one window; `windowed`, when present, serves items
+    read in several.
+    """
+
+    kind: str = Field("logistic", pattern="^logistic$")
+    windowed: LogisticWeights | None = Field(
+        None, description="Weights for items the encoder read in more than one window (long contexts)."
+    )
+    output_field: str = Field("output", description="The item field whose words are checked.")
+    context_field: str = Field("context", description="The item field the words must appear in.")
+    fitted_on: str = Field("", description="Data the weights were fitted on, for the model card.")
+
+    def wanted(self) -> set[EvidenceFeature]:
+        """Every feature either set of weights reads."""
+        return set(self.feature_weights) | set(self.windowed.feature_weights if self.windowed else ())
+
+    def features(self, item: Mapping[str, str | None]) -> dict[EvidenceFeature, float]:
+        return evidence_features(
+            item.get(self.output_field) or "", item.get(self.context_field) or "", self.wanted()
+        )
+
+    def combine(
+        self, p_model: float, features: Mapping[EvidenceFeature, float], *, windows: int = 1
+    ) -> float:
+        weights = self.windowed if windows > 1 and self.windowed is not None else self
+        return weights.probability(p_model, features)

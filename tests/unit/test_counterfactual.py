@@ -15,6 +15,7 @@ from models.counterfactual import (
     counterfactual_pairs,
     entities,
     sentences,
+    statement_template,
 )
 from service.runtime.evidence import words
 
@@ -132,6 +133,36 @@ def test_short_answers_and_answer_sentences_swap_the_right_answer() -> None:
     for good, bad in pairs_of("answer_sentence"):
         answer = answers[good["input"]]
         assert answer in good["output"] and answer not in bad["output"]
+
+
+def test_answer_statements_restate_the_question_with_the_answer() -> None:
+    answers = {p.query: p.answer for p in PASSAGES}
+    made = pairs_of("answer_statement")
+    for good, bad in made:
+        answer = answers[good["input"]]
+        assert answer in good["output"] and answer not in bad["output"]
+        assert good["output"].endswith(".") and good["output"][0].isupper()
+        assert good["output"].lower() not in good["context"].lower()  # its own words, not a copy
+    outputs = {_plain(good["output"]) for good, _ in made}
+    assert {"Jane Austen wrote Pride and Prejudice.", "The Eiffel Tower is in Paris."} <= outputs
+
+
+@pytest.mark.parametrize(
+    ("question", "template"),
+    [
+        ("Who wrote Pride and Prejudice?", "{} wrote Pride and Prejudice."),
+        ("Where is the Eiffel Tower?", "the Eiffel Tower is in {}."),
+        ("When was the club founded?", "the club was founded in {}."),
+        ("Which actress from Love Rain was known as Yoona?",
+         "The actress from Love Rain that was known as Yoona was {}."),
+        ("Jolanta Dickute's party includes which Russian-born businessman?",
+         "Jolanta Dickute's party includes the Russian-born businessman, {}."),
+        ("Q: In which {city} is it?", None),  # no rule fits; braces would not survive as a slot
+        ("Are both films about Durham?", None),  # yes/no: the negation pairs answer those
+    ],
+)  # fmt: skip
+def test_statement_templates(question: str, template: str | None) -> None:
+    assert statement_template(question) == template
 
 
 def test_kinds_take_turns_and_are_seeded() -> None:

@@ -185,3 +185,102 @@ DOSE = (
 def test_share_polarity_flipped_finds_reversed_statements(output: str, context: str, share: float) -> None:
     features = evidence_features(output, context, [F.SHARE_POLARITY_FLIPPED])
     assert features == {F.SHARE_POLARITY_FLIPPED: pytest.approx(share)}
+
+
+def test_missing_content_up_to_2_counts_one_swapped_fact_whatever_the_length() -> None:
+    context = "The museum opens at 9 am on weekdays and entry costs 12 euros for adults with a ticket."
+    feature = F.MISSING_CONTENT_UP_TO_2
+    short_swap = "The museum opens at 10 am."
+    long_swap = "The museum opens at 9 am on weekdays and entry costs 15 euros for adults with a ticket."
+    assert evidence_features("The museum opens at 9 am.", context, [feature]) == {feature: 0.0}
+    assert evidence_features(short_swap, context, [feature]) == {feature: 0.5}
+    assert evidence_features(long_swap, context, [feature]) == {feature: 0.5}  # a share would be 1/11
+    assert evidence_features("The zoo opens at 10 am.", context, [feature]) == {feature: 1.0}
+
+
+DOCUMENT = (
+    "Anna Berg founded the bakery in Oslo in 1990. It sold bread to the harbour workers every morning. "
+    "The city council later widened the harbour road. Many shops on the road closed during the works. "
+    "A storm flooded the bakery's cellar in 2004. Berg then moved the ovens to the upper floor. "
+    "Her son took over the bakery in 2015 and added a cafe."
+)
+
+
+def test_local_missing_share_finds_words_brought_together_from_far_apart() -> None:
+    feature = F.LOCAL_MISSING_SHARE
+    faithful = "A storm flooded the bakery's cellar in 2004, so Berg moved the ovens upstairs."
+    # every content word of this one is somewhere in the document, none of them where they belong
+    recombined = "The city council flooded the harbour workers' cafe in 2015."
+    assert evidence_features(faithful, DOCUMENT, [feature])[feature] < 0.25  # only "upstairs"
+    whole = evidence_features(recombined, DOCUMENT, [F.SHARE_MISSING_CONTENT, feature])
+    assert whole[F.SHARE_MISSING_CONTENT] == 0.0
+    # its best source (the harbour workers' sentence and the council's) lacks flooded, cafe, 2015
+    assert whole[feature] == pytest.approx(3 / 7)
+    assert evidence_features("Yes.", DOCUMENT, [feature]) == {feature: 0.0}  # nothing to judge
+
+
+def test_windowed_weights_serve_items_read_in_several_windows() -> None:
+    from service.runtime.evidence import LogisticWeights
+
+    windowed = LogisticWeights(model_weight=0.5, feature_weights={F.LOCAL_MISSING_SHARE: -3.0}, bias=0.1)
+    combiner = EvidenceCombiner(
+        model_weight=2.0, feature_weights={F.SHARE_MISSING_CONTENT: -1.0}, windowed=windowed
+    )
+    features = {F.SHARE_MISSING_CONTENT: 0.5, F.LOCAL_MISSING_SHARE: 0.25}
+    p, logit = 0.8, math.log(4)
+    assert combiner.combine(p, features) == pytest.approx(1 / (1 + math.exp(-(2 * logit - 0.5))))
+    windowed_z = 0.5 * logit - 3.0 * 0.25 + 0.1
+    assert combiner.combine(p, features, windows=3) == pytest.approx(1 / (1 + math.exp(-windowed_z)))
+    assert combiner.wanted() == {F.SHARE_MISSING_CONTENT, F.LOCAL_MISSING_SHARE}
+    assert set(combiner.features({"output": "a b", "context": "a"})) == combiner.wanted()
+
+
+def test_metric_model_uses_windowed_weights_for_a_long_context(tmp_path: Path) -> None:
+    from service.runtime.evidence import LogisticWeights
+
+    windowed = LogisticWeights(model_weight=0.0, feature_weights={F.N_MISSING_CONTENT: -2.0}, bias=1.0)
+    combiner = EvidenceCombiner(
+        model_weight=1.0, feature_weights={F.N_MISSING_CONTENT: -1.0}, bias=0.0, windowed=windowed
+    )
+    folder = write_counting_artifact(tmp_path / "repo", counting_spec(), tmp_path, evidence=combiner)
+    model = MetricModel.load(folder)
+    short, long = model.score(
+        [
+            {"output": "good berlin", "context": "paris"},
+            {"output": "good berlin", "context": " ".join(["x"] * 150) + " paris"},
+        ]
+    )
+    assert short.windows == 1 and long.windows > 1
+    p = expected_score(1, 0)
+    assert short.score == pytest.approx(1 / (1 + math.exp(-(math.log(p / (1 - p)) - 2))))
+    assert long.score == pytest.approx(1 / (1 + math.exp(-(1.0 - 4.0))))  # the encoder ignored
+
+
+def test_fit_combiner_fits_windowed_rows_on_their_own() -> None:
+    # Short rows: the encoder decides. Windowed rows: the encoder is noise, missing words decide.
+    rng = random.Random(3)
+    rows, scores, windows = [], [], []
+    for i in range(400):
+        supported = i % 2 == 0
+        long = i % 4 >= 2
+        if long:
+            output = "paris is big" + ("" if supported else " oslo rome")
+            scores.append(rng.uniform(0.2, 0.8))
+        else:
+            output = "paris is big" + (" oslo" if rng.random() < 0.5 else "")
+            scores.append(rng.uniform(0.6, 0.9) if supported else rng.uniform(0.1, 0.4))
+        rows.append({"output": output, "context": "paris is big",
+                     "label": "supported" if supported else "hallucinated"})  # fmt: skip
+        windows.append(4 if long else 1)
+    combiner = fit_combiner(
+        scores, rows, "supported", [F.SHARE_MISSING_CONTENT], fitted_on="toy", windows=windows,
+        windowed_features=[F.SHARE_MISSING_CONTENT],
+    )  # fmt: skip
+    assert combiner.windowed is not None
+    assert combiner.model_weight > 1 > combiner.windowed.model_weight
+    assert combiner.windowed.feature_weights[F.SHARE_MISSING_CONTENT] < -1
+    with pytest.raises(ValueError, match="several windows"):
+        fit_combiner(
+            scores, rows, "supported", [F.SHARE_MISSING_CONTENT], fitted_on="toy", windows=[1] * len(rows),
+            windowed_features=[F.SHARE_MISSING_CONTENT],
+        )  # fmt: skip
