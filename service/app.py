@@ -13,12 +13,14 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import PayloadTooLargeError, install_error_handlers, problem_response
+from service.api.openapi import served_metrics_openapi
 from service.api.routes import router
 from service.batching.clock import Clock, MonotonicClock
 from service.batching.runner import RunnerFactory, ThreadRunner
 from service.config import Settings
 from service.metrics import ServerMetrics
 from service.registry import MetricRegistry
+from service.runtime.spec import MetricSpec
 from service.state import AppState
 
 log = logging.getLogger(__name__)
@@ -118,8 +120,15 @@ def create_app(
         version="0.1.0",
         description="Scores LLM traffic with fine-tuned metric models under a latency budget.",
         lifespan=lifespan,
+        redirect_slashes=False,  # "/v1/metrics/" is an unknown route (404), not a redirect to the list
     )
     install_error_handlers(app)
     app.include_router(router)
+
+    def served_specs() -> dict[str, MetricSpec]:
+        state: AppState | None = getattr(app.state, "lunaserve", None)
+        return {} if state is None else {n: m.spec for n, m in state.registry.active.items()}
+
+    app.openapi = served_metrics_openapi(app, settings.limits, served_specs)  # type: ignore[method-assign]
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes, clock=clock)
     return app

@@ -9,6 +9,7 @@ inference, tokens); the registry (`service.registry`) picks the version and reco
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,12 +57,18 @@ class ScoredItems:
     tokens: int
 
 
+# A character that is not whitespace, spelled out so that Python's `re` (this check) and ECMA regex
+# (the OpenAPI pattern, generated clients) agree: Python's \s adds \x1c-\x1f and \x85, ECMA's adds \ufeff.
+TEXT_CHAR = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_TEXT_CHAR = re.compile(TEXT_CHAR)
+
+
 def check_items(spec: MetricSpec, items: Sequence[Item], max_chars: int) -> None:
     """Every field the spec requires is present, and no field is longer than `max_chars`."""
     problems: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         for field in spec.required_fields:
-            if not (item.get(field.value) or "").strip():
+            if not _TEXT_CHAR.search(item.get(field.value) or ""):
                 problems.append(
                     {"item": index, "field": field.value, "msg": f"{spec.name} requires {field.value}"}
                 )

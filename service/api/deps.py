@@ -85,9 +85,18 @@ def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
     key = scoring_key(request, state.settings.auth)
     if state.registry.draining:
         raise e.OverloadedError("the server is shutting down", reason="draining", retry_after_s=1)
-    limit = state.settings.limits.max_items
-    if len(body.items) > limit:
-        raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {limit}")
+    limits = state.settings.limits
+    if len(body.items) > limits.max_items:
+        raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {limits.max_items}")
+    over = f"characters; the limit is {limits.max_field_chars}"
+    too_long = [
+        {"item": index, "field": name, "msg": f"{len(value)} {over}"}
+        for index, item in enumerate(body.items)
+        for name, value in item.model_dump().items()
+        if value is not None and len(value) > limits.max_field_chars
+    ]  # every metric named shares this limit: refuse the request whole, as its schema says
+    if too_long:
+        raise e.InvalidItemsError(f"{len(too_long)} field(s) over the limit", errors=too_long)
     requested = body.traffic_class or (key.traffic_class if key else None)
     return ScoringCall(body, state.registry, requested, request.state.arrived_s)
 

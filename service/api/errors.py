@@ -85,6 +85,13 @@ class InvalidItemsError(ApiError):
     status, slug, title = 422, "invalid-items", "Items cannot be scored"
 
 
+class TimeoutUnmeetableError(ApiError):
+    """The items need more inference than their timeout allows even on an idle server: a retry
+    cannot help (raise timeout_ms or split the items). Load is never the reason: that is a 503."""
+
+    status, slug, title = 422, "timeout-unmeetable", "Timeout too short for these items"
+
+
 class UnauthorizedError(ApiError):
     status, slug, title = 401, "unauthorized", "Missing or wrong API key"
 
@@ -146,7 +153,7 @@ def _unverifiable(exc: ArtifactError) -> ApiError:
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     MetricNotFoundError: lambda exc: NotFoundError(str(exc)),
     UnscorableItemsError: _unscorable,
-    RequestTooLargeError: lambda exc: InvalidItemsError(str(exc)),
+    RequestTooLargeError: lambda exc: TimeoutUnmeetableError(str(exc)),
     AdmissionError: _overloaded,
     DeadlineExceededError: _expired,
     BatchFailedError: _failed,
@@ -211,7 +218,9 @@ def install_error_handlers(app: FastAPI) -> None:
 # Statuses each kind of route can answer, for the OpenAPI spec.
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        401: "Missing or wrong API key", 403: "Key not allowed here", 404: "Unknown metric or version",
+        400: "Body is not JSON (or not UTF-8)",
+        401: "Missing or wrong API key", 403: "Key not allowed here",
+        404: "Unknown metric or version (admin routes: admin is disabled)",
         413: "Body too large", 422: "Invalid request or items",
         500: "Inference failed (error id in detail)",
         503: "Shed: queue full, deadline unreachable or passed, draining (Retry-After)",

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import errors as e
@@ -44,7 +45,7 @@ from service.registry import MetricRegistry
 
 T = TypeVar("T")
 router = APIRouter()
-SCORING_ERRORS = e.responses(401, 404, 413, 422, 500, 503)
+SCORING_ERRORS = e.responses(400, 401, 404, 413, 422, 500, 503)
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -113,8 +114,6 @@ async def score_many(
 ) -> MultiScoreResponse:
     """Score the same items with several metrics under one deadline; each metric reports its outcome."""
     metrics = call.body.metrics
-    if len(set(metrics)) != len(metrics):
-        raise e.InvalidItemsError("a metric is named twice")
     deadline = call.deadline(state, metrics)
 
     async def one(metric: str) -> MetricOutcome:
@@ -199,7 +198,7 @@ def _batching(loaded: LoadedMetric) -> BatchingInfo:
 @router.post(
     "/v1/admin/metrics/{metric}/activate",
     response_model=MetricSummary,
-    responses=e.responses(401, 403, 404, 422),
+    responses=e.responses(400, 401, 403, 404, 413, 422),
     tags=["admin"],
 )
 async def activate(
@@ -214,7 +213,7 @@ async def activate(
 @router.post(
     "/v1/admin/reload",
     response_model=ReloadResponse,
-    responses=e.responses(401, 403),
+    responses=e.responses(401, 403, 404),
     tags=["admin"],
     dependencies=[Admin],
 )
@@ -244,7 +243,11 @@ async def readyz(registry: Registry, response: Response) -> Health:
 
 
 @router.get(
-    "/metrics", tags=["probes"], responses=e.responses(401), dependencies=[Depends(prometheus_access)]
+    "/metrics",
+    tags=["probes"],
+    response_class=PlainTextResponse,
+    responses={**e.responses(401), 200: {"description": "Prometheus text exposition format"}},
+    dependencies=[Depends(prometheus_access)],
 )
 async def prometheus_metrics(state: State) -> Response:
     return Response(generate_latest(state.prometheus_registry), media_type=CONTENT_TYPE_LATEST)

@@ -38,12 +38,27 @@ class ScoreRequest(BaseModel):
         description="guardrail goes first, shed last; default: per API key, else the metric use case.",
     )
     timeout_ms: float | None = Field(
-        None, gt=0, description="Deadline from arrival; default per traffic class."
+        None,
+        ge=10,
+        description="Deadline from arrival, in milliseconds (at least 10: less cannot cross the server);"
+        " default per traffic class.",
     )
 
 
 class MultiScoreRequest(ScoreRequest):
-    metrics: list[str] = Field(min_length=1, max_length=32, description="Metrics to score the items with.")
+    metrics: list[str] = Field(
+        min_length=1,
+        max_length=32,
+        description="Metrics to score the items with, each named once.",
+        json_schema_extra={"uniqueItems": True},
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a metric is named twice")
+        return value
 
 
 class ItemResult(BaseModel):

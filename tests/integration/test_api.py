@@ -294,10 +294,34 @@ async def test_api_hot_swap_and_refused_bad_version(repository: Path, tmp_path: 
         assert model_info("2") == 1.0 and model_info("1") is None
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "problem"),
+    [
+        ("/v1/score", {"metrics": ["context_adherence"] * 2, "items": [item("good")]}, "validation"),
+        (SCORE, {"items": [item("good")], "timeout_ms": 5e-324}, "validation"),
+        # a field over the limit refuses the whole request, also where metrics answer one by one
+        ("/v1/score", {"metrics": ["toxicity_like"], "items": [item("x" * 501)]}, "invalid-items"),
+        # blank to Python's str.isspace and to the schema's pattern alike (U+001E, U+FEFF)
+        (SCORE, {"items": [item("good", context="\x1e\ufeff ")]}, "invalid-items"),
+    ],
+)
+async def test_api_refuses_what_its_schema_forbids(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], problem: str
+) -> None:
+    response = await client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith(problem)
+
+
+async def test_api_trailing_slash_is_an_unknown_route(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/metrics/")
+    assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+
+
 async def test_api_openapi_lists_every_status(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    statuses = set(spec["paths"][SCORE.replace("context_adherence", "{metric}")]["post"]["responses"])
-    assert {"200", "401", "404", "413", "422", "500", "503"} <= statuses
+    statuses = set(spec["paths"][SCORE]["post"]["responses"])
+    assert {"200", "400", "401", "404", "413", "422", "500", "503"} <= statuses
 
 
 class Runners:

@@ -22,7 +22,7 @@ from tests.conftest import counting_spec
     [
         (MetricNotFoundError("no metric named 'x' is served"), 404, "not-found"),
         (UnscorableItemsError("1 problem(s) in the items", [{"item": 0, "msg": "m"}]), 422, "invalid-items"),
-        (RequestTooLargeError("split it"), 422, "invalid-items"),
+        (RequestTooLargeError("split it"), 422, "timeout-unmeetable"),
         (AdmissionError("queue_full", "the queue is full", 2.5), 503, "overloaded"),
         (DeadlineExceededError("too late", retry_after_s=3.0), 503, "overloaded"),
         (BatchFailedError("abc123"), 500, "inference-failed"),
