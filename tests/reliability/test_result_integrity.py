@@ -14,7 +14,6 @@ import random
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,7 +47,7 @@ def make_item(rng: random.Random) -> tuple[dict[str, str], int, int]:
     words = ["good"] * good + ["bad"] * bad
     rng.shuffle(words)
     filler = ["x"] * (rng.choice([0, 5, 150]))  # 150: longer than one 64-token window
-    context = " ".join(filler + ["the", "city"])
+    context = " ".join([*filler, "the", "city"])
     return {"output": " ".join(words) or "the", "context": context}, good, bad
 
 
