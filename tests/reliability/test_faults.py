@@ -93,6 +93,7 @@ def test_the_sound_metric_serves_and_no_broken_one_does(server: LocalServer) -> 
 def test_each_broken_folder_is_named_in_the_log_with_its_reason(server: LocalServer) -> None:
     log = Path(server.log_path).read_text()
     for name, reason in BROKEN.items():
-        lines = [line for line in log.splitlines() if f"ERROR service.registry: not serving {name}/1:" in line]
+        refusal = f"ERROR service.registry: not serving {name}/1:"
+        lines = [line for line in log.splitlines() if refusal in line]
         assert len(lines) == 1, f"no log line refuses {name}:\n{log[-3000:]}"
         assert reason in lines[0], (name, lines[0])
