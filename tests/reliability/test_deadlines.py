@@ -1,10 +1,11 @@
 """Requests whose deadline a backlog makes unreachable are refused or dropped, never run.
 
-Pass criteria, against a live server on a tiny metric that costs a few ms a batch: while 12
-clients keep a backlog of observability requests (10 s timeouts), 60 requests whose timeout
-an idle server meets (ten times one item's measured inference time, plus 50 ms) are answered 503 with Retry-After (refused at admission or dropped in the queue) or
-200; and the model ran exactly the windows of the requests answered 200: the inference
-counters (`lunaserve_batch_size_sum`) prove that no refused or dropped request reached it.
+Pass criteria, against a live server on a tiny metric that costs ~10 ms an item: while 12
+clients keep a backlog of observability requests (16 items, 10 s timeouts), 60 requests whose
+timeout an idle server meets (ten times one item's measured inference time, plus 50 ms) are
+answered 503 with Retry-After (refused at admission or dropped in the queue) or 200; and the
+model ran exactly the windows of the requests answered 200: the inference counters
+(`lunaserve_batch_size_sum`) prove that no refused or dropped request reached it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 def post(server: LocalServer, payload: dict[str, object]) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(
-        f"{server.url}{SCORE}", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        f"{server.url}{SCORE}", data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
