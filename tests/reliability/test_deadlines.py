@@ -14,7 +14,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -58,7 +58,9 @@ def scrape(server: LocalServer) -> str:
         return response.read().decode()
 
 
-def test_short_deadlines_behind_a_backlog_never_reach_the_model(server: LocalServer) -> None:
+def test_short_deadlines_behind_a_backlog_never_reach_the_model(
+    server: LocalServer, record_property: Callable[[str, object], None]
+) -> None:
     item = {"output": "good good", "context": CONTEXT}
     for _ in range(5):  # warm, and learn what one item costs when the server is idle
         status, headers = post(server, {"items": [item]})
@@ -87,4 +89,7 @@ def test_short_deadlines_behind_a_backlog_never_reach_the_model(server: LocalSer
     assert statuses.count(503) > 0  # the backlog made some deadlines unreachable
     assert set(backlog) <= {200, 503}
     answered_windows = BACKLOG_ITEMS * backlog.count(200) + statuses.count(200)
+    record_property("short timeout (ms)", round(short_ms, 1))
+    record_property("short requests: 200 / 503", f"{statuses.count(200)} / {statuses.count(503)}")
+    record_property("windows run / windows answered", f"{after - before:.0f} / {answered_windows}")
     assert after - before == answered_windows  # refused and dropped requests ran no inference

@@ -18,7 +18,7 @@ import shutil
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,7 +91,9 @@ def label_values(text: str) -> dict[str, set[str]]:
     return found
 
 
-def test_series_stay_bounded_and_promtool_accepts_them(server: LocalServer) -> None:
+def test_series_stay_bounded_and_promtool_accepts_them(
+    server: LocalServer, record_property: Callable[[str, object], None]
+) -> None:
     share = REQUESTS // CLIENTS
     with ThreadPoolExecutor(CLIENTS) as pool:
         parts = list(pool.map(lambda k: send_all(server, requests_of(k, share)), range(CLIENTS)))
@@ -103,6 +105,8 @@ def test_series_stay_bounded_and_promtool_accepts_them(server: LocalServer) -> N
     assert labels["traffic_class"] <= {"guardrail", "observability"}
     client_chosen = {name: {v for v in values if PREFIX in v} for name, values in labels.items()}
     assert not any(client_chosen.values()), client_chosen
+    record_property("requests with random metric names", len(statuses))
+    record_property("series after them", sum(1 for line in text.splitlines() if line and line[0] != "#"))
     promtool = shutil.which("promtool") or str(Path(sys.executable).parent / "promtool")
     if not Path(promtool).exists():
         if os.environ.get("CI"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -65,7 +65,9 @@ def alone(server: LocalServer, metric: str, item: dict[str, str]) -> float:
     return float(body["results"][0]["score"])
 
 
-def test_every_answer_is_its_own_items_score(server: LocalServer) -> None:
+def test_every_answer_is_its_own_items_score(
+    server: LocalServer, record_property: Callable[[str, object], None]
+) -> None:
     rng = random.Random(7)
     plans = []
     for _ in range(REQUESTS):
@@ -102,3 +104,6 @@ def test_every_answer_is_its_own_items_score(server: LocalServer) -> None:
     batches = metric_value(metrics, "lunaserve_batch_size_count", metric="context_adherence")
     rows = metric_value(metrics, "lunaserve_batch_size_sum", metric="context_adherence")
     assert 0 < batches < rows  # batches held several rows: what could have been mixed up was
+    checked = sum(len(made) for _, _, made in plans)
+    record_property("requests / items checked", f"{len(plans)} / {checked}")
+    record_property("context_adherence rows per batch (mean)", round(rows / batches, 2))

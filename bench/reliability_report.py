@@ -1,0 +1,93 @@
+"""The reliability suite's longer run, written to docs/reliability.md with its figures.
+
+Runs `tests/reliability` with the long settings (10,000 requests for metrics hygiene, 200
+schemathesis examples per operation and phase), reads each test's outcome, duration and
+recorded figures from pytest's JUnit XML, and each module's pass criteria from its docstring.
+
+    python bench/reliability_report.py            # writes docs/reliability.md
+    python bench/reliability_report.py --quick    # CI's short forms, to build/reliability/
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import platform
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "tests" / "reliability"
+LONG = {"LUNASERVE_RELIABILITY_REQUESTS": "10000", "LUNASERVE_RELIABILITY_EXAMPLES": "200"}
+
+
+def criteria(module: Path) -> str:
+    """The module docstring's "Pass criteria" paragraph (or its first line)."""
+    doc = ast.get_docstring(ast.parse(module.read_text())) or ""
+    for paragraph in doc.split("\n\n"):
+        if paragraph.startswith("Pass criteria"):
+            return " ".join(paragraph.split())
+    return doc.splitlines()[0] if doc else ""
+
+
+def outcome(case: ET.Element) -> str:
+    for tag, word in (("failure", "FAILED"), ("error", "ERROR"), ("skipped", "skipped")):
+        if case.find(tag) is not None:
+            return word
+    return "passed"
+
+
+def report(junit: Path, command: str, seconds: float) -> str:
+    cases: dict[str, list[ET.Element]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        cases.setdefault(case.get("classname", "").rsplit(".", 1)[-1], []).append(case)
+    lines = [
+        "# Reliability suite" + ("" if "--quick" in command else ": the longer run"),
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()}"
+        f" CPUs, Python {platform.python_version()}, {seconds:.0f} s. CI runs the same tests in their"
+        " short forms (`make test`). Every server is a real `lunaserve serve` over HTTP.",
+        "",
+    ]
+    for module in sorted(cases):
+        lines += [f"## {module}", "", criteria(SUITE / f"{module}.py"), "", "| test | result | s | figures |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for case in cases[module]:
+            figures = "; ".join(
+                f"{p.get('name')}: {p.get('value')}" for p in case.iter("property")
+            )
+            lines.append(
+                f"| `{case.get('name')}` | {outcome(case)} | {float(case.get('time', 0)):.1f} | {figures} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI's short forms; write under build/")
+    args = parser.parse_args()
+    out_dir = ROOT / "build" / "reliability"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    junit = out_dir / "junit.xml"
+    env = {**os.environ, **({} if args.quick else LONG)}
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
+         f"--junitxml={junit}", "-o", "junit_family=xunit1"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    command = "python bench/reliability_report.py" + (" --quick" if args.quick else "")
+    text = report(junit, command, time.monotonic() - started)
+    target = out_dir / "reliability.md" if args.quick else ROOT / "docs" / "reliability.md"
+    target.write_text(text)
+    print(f"wrote {target}")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
