@@ -52,7 +52,9 @@ def fit_combiner(
     as the threshold's rule does: a small group (e.g. full-sentence RAG-style pairs) is not
     outvoted by the largest one. With `windows` (how many windows each row was read in) and
     `windowed_features`, rows read in one window fit the main weights and rows read in several
-    fit `windowed` (on `windowed_features`), provided each class has enough of them.
+    fit `windowed` (on `windowed_features`), provided each class has enough of them; when not
+    (an eval split without long documents, as when summarization is left out), every row fits
+    the one set of weights and `fitted_on` says so.
     """
     if not features:
         raise ValueError("name at least one evidence feature to combine")
@@ -64,11 +66,13 @@ def fit_combiner(
         several = [i for i, n in enumerate(windows) if n > 1]
         classes = [sum((rows[i]["label"] == positive_label) == c for i in several) for c in (True, False)]
         if min(classes) < MIN_WINDOWED_ROWS_PER_CLASS:
-            raise ValueError(
-                f"windowed weights need {MIN_WINDOWED_ROWS_PER_CLASS} eval rows of each label read in"
-                f" several windows; the eval rows have {classes[0]} {positive_label} and {classes[1]} others"
+            fitted_on += (
+                f"; one set of weights for all items: windowed ones need {MIN_WINDOWED_ROWS_PER_CLASS} eval"
+                f" rows of each label read in several windows, and there were {classes[0]} and {classes[1]}"
             )
-        single = [i for i, n in enumerate(windows) if n <= 1]
+            several = []
+        else:
+            single = [i for i, n in enumerate(windows) if n <= 1]
     main = _fit(encoder_scores, rows, positive_label, features, groups, single)
     windowed = (
         _fit(encoder_scores, rows, positive_label, windowed_features, groups, several) if several else None
