@@ -2,7 +2,9 @@
 
 Runs `tests/reliability` with the long settings (10,000 requests for metrics hygiene, 200
 schemathesis examples per operation and phase), reads each test's outcome, duration and
-recorded figures from pytest's JUnit XML, and each module's pass criteria from its docstring.
+recorded figures from pytest's JUnit XML, and each module's pass criteria from its docstring;
+then fuzzes a live server on the shipped repository (`repository/`) with schemathesis, all checks
+and its stateful phase, with the suite's checks and configuration.
 
     python bench/reliability_report.py            # writes docs/reliability.md
     python bench/reliability_report.py --quick    # CI's short forms, to build/reliability/
@@ -67,6 +69,26 @@ def report(junit: Path, command: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def fuzz_shipped(examples: int, log_dir: Path) -> tuple[int, str]:
+    """schemathesis against `lunaserve serve --repository repository`: its exit code and summary."""
+    sys.path.insert(0, str(ROOT))
+    from loadtest.server import LocalServer
+
+    with LocalServer(ROOT / "repository", log_dir / "shipped_server.log") as server:
+        schemathesis = str(Path(sys.executable).parent / "schemathesis")
+        command = [
+            schemathesis, "--config-file", str(SUITE / "schemathesis.toml"), "run",
+            f"{server.url}/openapi.json", "--checks", "all", "--seed", "1", "--max-examples", str(examples),
+            "--workers", "1", "--exclude-checks", "positive_data_acceptance,not_a_server_error",
+        ]  # fmt: skip
+        hooks = {"SCHEMATHESIS_HOOKS": "tests.reliability.contract_checks", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **hooks}
+        run = subprocess.run(command, capture_output=True, text=True, cwd=log_dir, env=env)
+    (log_dir / "shipped_schemathesis.txt").write_text(run.stdout + run.stderr)
+    lines = [line.strip() for line in run.stdout.splitlines() if "generated" in line]
+    return run.returncode, lines[-1] if lines else "no summary"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI's short forms; write under build/")
@@ -83,6 +105,17 @@ def main() -> int:
     )  # fmt: skip
     command = "python bench/reliability_report.py" + (" --quick" if args.quick else "")
     text = report(junit, command, time.monotonic() - started)
+    if not args.quick:
+        examples = int(LONG["LUNASERVE_RELIABILITY_EXAMPLES"])
+        code, summary = fuzz_shipped(examples, out_dir)
+        text += "\n".join([
+            "## schemathesis against the shipped metric", "",
+            f"`schemathesis run` (all checks, stateful phase, seed 1, {examples} examples per operation and"
+            " phase, the suite's `contract_checks.py` in place of the two status-only checks) against"
+            " `lunaserve serve --repository repository`: "
+            + ("passed" if code == 0 else f"FAILED (exit {code})") + f", {summary}.", "",
+        ])  # fmt: skip
+        run = subprocess.CompletedProcess(run.args, run.returncode or code)
     target = out_dir / "reliability.md" if args.quick else ROOT / "docs" / "reliability.md"
     target.write_text(text)
     print(f"wrote {target}")
