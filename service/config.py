@@ -94,18 +94,12 @@ class AdmissionSettings(BaseModel):
         description="Inference seconds per token assumed until the first batch is measured: higher refuses"
         " more at start-up, lower admits work that may then miss its deadline.",
     )
-    cost_window_batches: int = Field(
-        32,
-        ge=1,
-        description="Batches the cost per token is estimated from: fewer follow a change of machine speed"
-        " sooner, more are steadier.",
-    )
-    cost_percentile: float = Field(
-        0.9,
-        ge=0,
+    cost_smoothing: float = Field(
+        0.2,
+        gt=0,
         le=1,
-        description="Percentile of those batches' cost per token that admission and deadlines use: higher"
-        " refuses earlier and keeps accepted requests within their deadlines when batch times spread.",
+        description="Weight of the newest batch in the running cost per token: higher follows load changes"
+        " faster, lower is steadier.",
     )
 
     def limits(self) -> AdmissionLimits:
@@ -114,8 +108,7 @@ class AdmissionSettings(BaseModel):
             max_queue_tokens=self.max_queue_tokens,
             observability_share=self.observability_share,
             initial_cost_per_token_s=self.initial_cost_per_token_s,
-            cost_window_batches=self.cost_window_batches,
-            cost_percentile=self.cost_percentile,
+            cost_smoothing=self.cost_smoothing,
         )
 
 

@@ -27,8 +27,7 @@ class AdmissionLimits:
     max_queue_tokens: int
     observability_share: float  # observability may fill only this share of the token bound
     initial_cost_per_token_s: float  # until the first batch has been measured
-    cost_window_batches: int  # the cost estimate looks at this many recent batches
-    cost_percentile: float  # and takes this percentile of their cost per token
+    cost_smoothing: float  # weight of the newest batch in the running cost estimate
 
 
 class AdmissionError(Exception):

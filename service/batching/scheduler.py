@@ -64,11 +64,7 @@ class BatchScheduler:
         self.admission = admission
         self.name = name
         self._runner = runner
-        self._cost = CostEstimate(
-            self.admission.initial_cost_per_token_s,
-            self.admission.cost_window_batches,
-            self.admission.cost_percentile,
-        )
+        self._cost = CostEstimate(self.admission.initial_cost_per_token_s, self.admission.cost_smoothing)
         self._queue = RequestQueue(on_abandoned=lambda: self._worker.wake())
         self._worker = BatchWorker(
             self._queue,
