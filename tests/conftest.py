@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,17 @@ from service.runtime.spec import MetricSpec, load_spec
 from tests.tiny_models import write_counting_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def check_with_promtool(scrape: str) -> None:
+    """`promtool check metrics` on a scrape: skipped where promtool is absent, a failure in CI."""
+    promtool = shutil.which("promtool") or str(Path(sys.executable).parent / "promtool")
+    if not Path(promtool).exists():
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI: scripts/install-promtool should have put it in .venv/bin")
+        pytest.skip("promtool not installed (make setup installs it)")
+    check = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def counting_spec(name: str = "context_adherence", version: str = "1", **changes: object) -> MetricSpec:

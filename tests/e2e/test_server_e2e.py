@@ -6,11 +6,8 @@ Load loops are bounded in count and time, and target only the loopback server th
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.server import LocalServer
-from tests.conftest import counting_spec
+from tests.conftest import check_with_promtool, counting_spec
 from tests.tiny_models import expected_score, write_counting_artifact
 
 SCORE = "/v1/metrics/context_adherence/score"
@@ -136,15 +133,7 @@ def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
     rows = metric_value(scrape, "lunaserve_batch_size_sum")
     assert rows == 300 and batches < rows, f"{batches} batches for {rows} rows: nothing was batched"
     assert metric_value(scrape, "lunaserve_requests_total", metric="context_adherence", outcome="ok") == 300
-    promtool = shutil.which("promtool") or str(
-        Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "promtool"
-    )
-    if not Path(promtool).exists():
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: scripts/install-promtool should have put it in .venv/bin")
-        pytest.skip("promtool not installed (make setup installs it)")
-    check = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    check_with_promtool(scrape)
 
 
 def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_path: Path) -> None:

@@ -14,19 +14,15 @@ import http.client
 import json
 import os
 import random
-import shutil
 import string
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.server import LocalServer
-from tests.conftest import counting_spec
+from tests.conftest import check_with_promtool, counting_spec
 from tests.tiny_models import write_counting_artifact
 
 REQUESTS = int(os.environ.get("LUNASERVE_RELIABILITY_REQUESTS", "2000"))
@@ -107,10 +103,4 @@ def test_series_stay_bounded_and_promtool_accepts_them(
     assert not any(client_chosen.values()), client_chosen
     record_property("requests with random metric names", len(statuses))
     record_property("series after them", sum(1 for line in text.splitlines() if line and line[0] != "#"))
-    promtool = shutil.which("promtool") or str(Path(sys.executable).parent / "promtool")
-    if not Path(promtool).exists():
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: scripts/install-promtool should have put it in .venv/bin")
-        pytest.skip("promtool not installed (make setup installs it)")
-    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    check_with_promtool(text)
