@@ -117,6 +117,11 @@ def entities(text: str) -> list[re.Match[str]]:
     return found
 
 
+def names_and_numbers(text: str) -> list[str]:
+    """The text of `entities(text)`, in order: what a recombination may swap in."""
+    return [m.group(0) for m in entities(text)]
+
+
 def is_number(text: str) -> bool:
     return text[0].isdigit()
 
@@ -168,7 +173,7 @@ class _Builder:
         return None
 
     def recombination(self, p: Passage) -> tuple[str, str] | None:
-        everywhere = [m.group(0) for m in entities(p.context)]
+        everywhere = names_and_numbers(p.context)
         for sentence in self._shuffled(sentences(p.context)):
             wrong = self._recombined(sentence, everywhere)
             if wrong:
@@ -194,7 +199,7 @@ class _Builder:
             return self._yes_no(*negated[0], faithful_says_yes=False)
         sentence, reversed_ = reversible[0]
         if self.rng.random() < 0.5:  # the denial of a wrong statement is faithful
-            wrong = self._recombined(sentence, [m.group(0) for m in entities(p.context)])
+            wrong = self._recombined(sentence, names_and_numbers(p.context))
             denied = _negate(wrong) if wrong else None
             if wrong and denied:
                 return self._yes_no(denied, wrong, faithful_says_yes=False)

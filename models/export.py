@@ -333,7 +333,7 @@ def _eval_scores(
     )  # fmt: skip
     log.info("evidence combiner: %s", combiner.model_dump_json())
     combined = [
-        combiner.combine(s, combiner.features(row), windows=n)
+        combiner.combine(s, combiner.features(row, windows=n), windows=n)
         for s, row, n in zip(scores, kept_rows, windows, strict=True)
     ]
     return EvalScores(kept_rows, combined, positives, combiner)

@@ -63,6 +63,16 @@ TEXT_CHAR = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202
 _TEXT_CHAR = re.compile(TEXT_CHAR)
 
 
+def fields_over_limit(items: Sequence[Item], max_chars: int) -> list[dict[str, Any]]:
+    """One problem for each text field longer than `max_chars`, naming its item and field."""
+    return [
+        {"item": index, "field": name, "msg": f"{len(value)} characters; the limit is {max_chars}"}
+        for index, item in enumerate(items)
+        for name in TEXT_FIELDS
+        if (value := item.get(name)) is not None and len(value) > max_chars
+    ]
+
+
 def check_items(spec: MetricSpec, items: Sequence[Item], max_chars: int) -> None:
     """Every field the spec requires is present, and no field is longer than `max_chars`."""
     problems: list[dict[str, Any]] = []
@@ -72,11 +82,8 @@ def check_items(spec: MetricSpec, items: Sequence[Item], max_chars: int) -> None
                 problems.append(
                     {"item": index, "field": field.value, "msg": f"{spec.name} requires {field.value}"}
                 )
-        for name in TEXT_FIELDS:
-            value = item.get(name)
-            if value is not None and len(value) > max_chars:
-                message = f"{len(value)} characters; the limit is {max_chars}"
-                problems.append({"item": index, "field": name, "msg": message})
+    problems += fields_over_limit(items, max_chars)
+    problems.sort(key=lambda problem: problem["item"])  # stable: each item's own problems together
     if problems:
         raise UnscorableItemsError(f"{len(problems)} problem(s) in the items", problems)
 

@@ -19,6 +19,7 @@ from service.api import errors as e
 from service.api.auth import require_admin, scoring_key
 from service.api.schemas import ActivateRequest, MultiScoreRequest, ScoreRequest
 from service.config import ApiKey
+from service.loaded_metric import fields_over_limit
 from service.registry import MetricRegistry
 from service.state import AppState
 
@@ -88,13 +89,8 @@ def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
     limits = state.settings.limits
     if len(body.items) > limits.max_items:
         raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {limits.max_items}")
-    over = f"characters; the limit is {limits.max_field_chars}"
-    too_long = [
-        {"item": index, "field": name, "msg": f"{len(value)} {over}"}
-        for index, item in enumerate(body.items)
-        for name, value in item.model_dump().items()
-        if value is not None and len(value) > limits.max_field_chars
-    ]  # every metric named shares this limit: refuse the request whole, as its schema says
+    # every metric named shares this limit: refuse the request whole, as its schema says
+    too_long = fields_over_limit([item.model_dump() for item in body.items], limits.max_field_chars)
     if too_long:
         raise e.InvalidItemsError(f"{len(too_long)} field(s) over the limit", errors=too_long)
     requested = body.traffic_class or (key.traffic_class if key else None)

@@ -72,7 +72,9 @@ def encode_with_evidence(
     if combiner is None:
         return encoded
     return [
-        dataclasses.replace(e, evidence=combiner.features(item)) if isinstance(e, EncodedItem) else e
+        dataclasses.replace(e, evidence=combiner.features(item, windows=len(e.windows)))
+        if isinstance(e, EncodedItem)
+        else e
         for item, e in zip(items, encoded, strict=True)
     ]
 

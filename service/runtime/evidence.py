@@ -223,13 +223,20 @@ class EvidenceCombiner(LogisticWeights):
         """Every feature either set of weights reads."""
         return set(self.feature_weights) | set(self.windowed.feature_weights if self.windowed else ())
 
-    def features(self, item: Mapping[str, str | None]) -> dict[EvidenceFeature, float]:
-        return evidence_features(
-            item.get(self.output_field) or "", item.get(self.context_field) or "", self.wanted()
-        )
+    def weights_for(self, windows: int) -> LogisticWeights:
+        """The weights that serve an item read in `windows` windows."""
+        return self.windowed if windows > 1 and self.windowed is not None else self
+
+    def features(
+        self, item: Mapping[str, str | None], *, windows: int | None = None
+    ) -> dict[EvidenceFeature, float]:
+        """The item's features: those its weights read when `windows` is known (a long context's
+        costly word pairs are not computed for weights that do not read them), else every one."""
+        wanted = self.wanted() if windows is None else set(self.weights_for(windows).feature_weights)
+        output, context = item.get(self.output_field) or "", item.get(self.context_field) or ""
+        return evidence_features(output, context, wanted)
 
     def combine(
         self, p_model: float, features: Mapping[EvidenceFeature, float], *, windows: int = 1
     ) -> float:
-        weights = self.windowed if windows > 1 and self.windowed is not None else self
-        return weights.probability(p_model, features)
+        return self.weights_for(windows).probability(p_model, features)
