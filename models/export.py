@@ -64,6 +64,10 @@ class ExportOptions:
     threshold_from_eval: bool = False  # choose the threshold on the eval CSV (models/threshold.py)
     group_column: str = "source"  # the eval CSV's column naming each row's task, for that choice
 
+    def __post_init__(self) -> None:
+        if self.windowed_evidence_features and not self.evidence_features:
+            raise ValueError("windowed evidence weights (--evidence-windowed) need --evidence as well")
+
 
 MIN_PARITY_ROWS = 100
 

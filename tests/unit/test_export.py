@@ -142,3 +142,10 @@ def test_export_embeddings_mode_keeps_fp32_compute(checkpoint: Path, tmp_path: P
     assert quantisation["embeddings"] == {"int8_weight_only_blocks_of_32": []}  # the tiny table is small
     assert manifest.parity["decision_agreement"] == 1.0
     assert manifest.parity["batch_max_score_delta"] <= 1e-5
+
+
+def test_export_options_refuse_windowed_weights_without_evidence() -> None:
+    from models.export import ExportOptions
+
+    with pytest.raises(ValueError, match="need --evidence"):
+        ExportOptions(windowed_evidence_features=("local_missing_share",))
