@@ -1,8 +1,9 @@
 """The reliability suite's longer run, written to docs/reliability.md with its figures.
 
 Runs `tests/reliability` with the long settings (10,000 requests for metrics hygiene, 200
-schemathesis examples per operation and phase), reads each test's outcome, duration and
-recorded figures from pytest's JUnit XML, and each module's pass criteria from its docstring;
+schemathesis examples per operation and phase, 20 s of overload judged on its goodput, p99 and
+recovery), reads each test's outcome, duration and recorded figures from pytest's JUnit XML,
+and each module's pass criteria from its docstring;
 then fuzzes a live server on the shipped repository (`repository/`) with schemathesis, all checks
 and its stateful phase, with the suite's checks and configuration.
 
@@ -24,7 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "reliability"
-LONG = {"LUNASERVE_RELIABILITY_REQUESTS": "10000", "LUNASERVE_RELIABILITY_EXAMPLES": "200"}
+LONG = {
+    "LUNASERVE_RELIABILITY_REQUESTS": "10000",
+    "LUNASERVE_RELIABILITY_EXAMPLES": "200",
+    "LUNASERVE_RELIABILITY_OVERLOAD_S": "20",
+    "LUNASERVE_RELIABILITY_STRICT": "1",  # the overload's goodput, p99 and recovery become criteria
+}
 
 
 def criteria(module: Path) -> str:

@@ -94,12 +94,19 @@ class AdmissionSettings(BaseModel):
         description="Inference seconds per token assumed until the first batch is measured: higher refuses"
         " more at start-up, lower admits work that may then miss its deadline.",
     )
-    cost_smoothing: float = Field(
-        0.2,
+    cost_quantile: float = Field(
+        0.9,
         gt=0,
         le=1,
-        description="Weight of the newest batch in the running cost per token: higher follows load changes"
-        " faster, lower is steadier.",
+        description="Quantile of recent batches' cost per token (weighted by their tokens) that waits are"
+        " estimated with: higher keeps accepted requests safer within their deadlines when batch times"
+        " spread, lower admits more.",
+    )
+    cost_horizon_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a batch's cost counts as recent; with no batch that recent the model is idle"
+        " and its lowest measured cost is the estimate again.",
     )
 
     def limits(self) -> AdmissionLimits:
@@ -108,7 +115,8 @@ class AdmissionSettings(BaseModel):
             max_queue_tokens=self.max_queue_tokens,
             observability_share=self.observability_share,
             initial_cost_per_token_s=self.initial_cost_per_token_s,
-            cost_smoothing=self.cost_smoothing,
+            cost_quantile=self.cost_quantile,
+            cost_horizon_s=self.cost_horizon_s,
         )
 
 

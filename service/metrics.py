@@ -92,8 +92,10 @@ class ServerMetrics:
             "lunaserve_queued_tokens", "Tokens waiting in a model's queue.", ["metric"], registry=registry
         )
         self.cost_per_token = Gauge(
-            "lunaserve_cost_per_token_seconds", "Running estimate of inference seconds per token.",
-            ["metric"], registry=registry,
+            "lunaserve_cost_per_token_seconds",
+            "Inference seconds per token as admission reads it: 'wait' (a high quantile of recent batches)"
+            " and 'idle' (the lowest measured, which alone can refuse a request for good).",
+            ["metric", "reading"], registry=registry,
         )  # fmt: skip
         self.batch_rows_limit = Gauge(
             "lunaserve_batch_rows_limit", "Row cap of the serving version's batches (calibrated or set).",
@@ -154,8 +156,9 @@ class SchedulerMetrics:
         self.m.queue_depth.labels(self.metric).set(requests)
         self.m.queued_tokens.labels(self.metric).set(tokens)
 
-    def cost_changed(self, per_token_s: float) -> None:
-        self.m.cost_per_token.labels(self.metric).set(per_token_s)
+    def cost_changed(self, per_token_s: float, idle_per_token_s: float) -> None:
+        self.m.cost_per_token.labels(self.metric, "wait").set(per_token_s)
+        self.m.cost_per_token.labels(self.metric, "idle").set(idle_per_token_s)
 
     def request_ended(self, priority: Priority, seconds: float) -> None:
         self.m.request_duration.labels(self.metric, TRAFFIC_CLASS[priority]).observe(seconds)

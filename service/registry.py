@@ -195,6 +195,8 @@ class MetricRegistry:
             observer=self.server_metrics.observer(metric),
             name=f"{metric}/{version}",
         )
+        if calibration is not None:
+            scheduler.cost_per_token_s = calibration.seconds_per_token()  # not the configured guess
         scheduler.start()
         return LoadedMetric(model, scheduler, calibration)
 

@@ -27,7 +27,8 @@ class AdmissionLimits:
     max_queue_tokens: int
     observability_share: float  # observability may fill only this share of the token bound
     initial_cost_per_token_s: float  # until the first batch has been measured
-    cost_smoothing: float  # weight of the newest batch in the running cost estimate
+    cost_quantile: float  # of recent batches' cost per token, for waits (service.batching.cost)
+    cost_horizon_s: float  # how long a batch's cost counts as recent
 
 
 class AdmissionError(Exception):
@@ -52,7 +53,8 @@ class QueueLoad:
     tokens: int  # tokens of the windows waiting for a batch
     guardrail_tokens: int  # of those, guardrail traffic
     busy_for_s: float = 0.0  # estimated rest of the batch in flight
-    cost_per_token_s: float = 0.0
+    cost_per_token_s: float = 0.0  # for waits: safe when batch times spread
+    idle_cost_per_token_s: float | None = None  # for "even on an idle model" (None: the same)
     accepting: bool = True  # False while draining: a swap re-routes, a shutdown refuses
     alive: bool = True  # the worker is running
 
@@ -113,7 +115,8 @@ def _too_large(
             f"the request has {tokens} tokens; this server queues at most {bound} for its traffic"
             " class: split it into smaller requests",
         )
-    alone_s, timeout_s = tokens * load.cost_per_token_s, max(deadline - arrived, 0.0)
+    idle_cost = load.cost_per_token_s if load.idle_cost_per_token_s is None else load.idle_cost_per_token_s
+    alone_s, timeout_s = tokens * idle_cost, max(deadline - arrived, 0.0)
     if alone_s > timeout_s:
         return Refusal(
             TOO_LARGE,

@@ -35,6 +35,10 @@ class BatchCalibration:
     def rows_per_s(self) -> dict[int, float]:
         return {rows: rows / s for rows, s in self.seconds_by_rows.items()}
 
+    def seconds_per_token(self) -> float:
+        """The cheapest cost per token measured: what an idle model does, before any request."""
+        return min(s / (rows * self.tokens) for rows, s in self.seconds_by_rows.items())
+
 
 def row_counts(max_rows: int) -> list[int]:
     """1, 2, 4, ... up to `max_rows`, which is always included."""

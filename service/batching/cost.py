@@ -1,23 +1,75 @@
-"""The model's running cost per token, learned from every batch it runs.
+"""The model's cost per token, learned from the batches it runs: two readings for two questions.
 
-Admission turns it into an estimated wait (refuse what would finish past its deadline) and
-the policy into "could this window still finish in time": both need one shared estimate that
-follows the machine's speed (another process on the box moves it by up to 2.5x).
+"When would this request be done?" (admission's deadline rule) and "could this window still
+finish in time?" (the queue and the batch policy) need an estimate that stays safe when batch
+times spread: another process on the box slows batches by up to 2.5x, a burst of parsing beside
+a batch by far more. That reading is a high quantile of recent batches, each weighted by its
+tokens (small batches pay a fixed overhead per call; the queue's work is mostly in big ones).
+
+"Could an idle server serve this at all?" is the one question whose "no" is final (422, do not
+retry), so it is answered with the lowest cost ever measured: load, however much it slows the
+batches, is never blamed on a request.
+
+Samples age out by time. When no batch has run for `horizon_s` the model has been idle, and the
+idle cost is the estimate again: a quantile that only admitted work refreshes would otherwise,
+once a burst has inflated it, refuse every later request and never be corrected (measured in
+docs/benchmarks.md, "Admission's cost estimate").
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
+
 
 class CostEstimate:
-    """Seconds of inference per real token: an exponentially smoothed average over batches."""
+    """Seconds of inference per real token: `per_token_s` for waits, `idle_per_token_s` for 422s."""
 
-    def __init__(self, initial_per_token_s: float, smoothing: float) -> None:
-        self.per_token_s = initial_per_token_s  # until the first batch has been measured
-        self.smoothing = smoothing  # weight of the newest batch
+    def __init__(
+        self,
+        initial_per_token_s: float,
+        *,
+        quantile: float = 0.9,
+        horizon_s: float = 10.0,
+        max_samples: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.quantile = quantile
+        self.horizon_s = horizon_s
+        self.idle_per_token_s = initial_per_token_s  # until the first batch has been measured
+        self._measured = False
+        self._samples: deque[tuple[float, float, int]] = deque(maxlen=max_samples)  # when, cost, tokens
+        self._clock = clock
+
+    @property
+    def per_token_s(self) -> float:
+        """The token-weighted `quantile` of the batches of the last `horizon_s`, else the idle cost."""
+        oldest = self._clock() - self.horizon_s
+        while self._samples and self._samples[0][0] < oldest:
+            self._samples.popleft()
+        if not self._samples:
+            return self.idle_per_token_s
+        ranked = sorted((cost, tokens) for _, cost, tokens in self._samples)
+        reach = self.quantile * sum(tokens for _, tokens in ranked)
+        seen = 0
+        for cost, tokens in ranked:
+            seen += tokens
+            if seen >= reach:
+                return cost
+        return ranked[-1][0]
 
     def learn(self, seconds: float, tokens: int) -> None:
         """Fold in one batch that ran `tokens` real tokens in `seconds`."""
         if seconds <= 0 or tokens <= 0:
             return
-        alpha = self.smoothing
-        self.per_token_s = (1 - alpha) * self.per_token_s + alpha * seconds / tokens
+        cost = seconds / tokens
+        self.idle_per_token_s = cost if not self._measured else min(self.idle_per_token_s, cost)
+        self._measured = True
+        self._samples.append((self._clock(), cost, tokens))
+
+    def pin(self, per_token_s: float) -> None:
+        """Forget what was measured and read `per_token_s` both ways until the next batch."""
+        self._samples.clear()
+        self.idle_per_token_s = per_token_s
+        self._measured = True

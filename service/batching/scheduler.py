@@ -64,7 +64,12 @@ class BatchScheduler:
         self.admission = admission
         self.name = name
         self._runner = runner
-        self._cost = CostEstimate(self.admission.initial_cost_per_token_s, self.admission.cost_smoothing)
+        self._cost = CostEstimate(
+            admission.initial_cost_per_token_s,
+            quantile=admission.cost_quantile,
+            horizon_s=admission.cost_horizon_s,
+            clock=clock.now,
+        )
         self._queue = RequestQueue(on_abandoned=lambda: self._worker.wake())
         self._worker = BatchWorker(
             self._queue,
@@ -102,7 +107,12 @@ class BatchScheduler:
 
     @cost_per_token_s.setter
     def cost_per_token_s(self, seconds: float) -> None:
-        self._cost.per_token_s = seconds
+        """Take `seconds` as measured on an idle model (the load-time calibration, tests)."""
+        self._cost.pin(seconds)
+
+    @property
+    def idle_cost_per_token_s(self) -> float:
+        return self._cost.idle_per_token_s
 
     @property
     def alive(self) -> bool:
@@ -203,6 +213,7 @@ class BatchScheduler:
             guardrail_tokens=queue.tokens_of(Priority.GUARDRAIL),
             busy_for_s=max(0.0, (busy_until or now) - now),
             cost_per_token_s=self._cost.per_token_s,
+            idle_cost_per_token_s=self._cost.idle_per_token_s,
             accepting=self._accepting,
             alive=self.alive,
         )

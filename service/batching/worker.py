@@ -169,7 +169,7 @@ class BatchWorker:
             self.busy_until = None
         seconds = self.clock.now() - now
         self.cost.learn(seconds, real)
-        self.observer.cost_changed(self.cost.per_token_s)
+        self.observer.cost_changed(self.cost.per_token_s, self.cost.idle_per_token_s)
         self.observer.batch_done(len(windows), real, padded, seconds)
         for request in requests:
             request.inference_s += seconds

@@ -5,8 +5,6 @@ Load loops are bounded in count and time, and target only the loopback server th
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 import threading
 import time
@@ -56,7 +54,7 @@ class Load:
         self.fresh = fresh_connections
         self.stop = threading.Event()
         self.outcomes: Counter[str] = Counter()
-        self.versions: list[tuple[float, str]] = []
+        self.versions: list[tuple[float, float, str]] = []  # sent, answered (monotonic), version
         self.wrong_scores = 0
         self.sent = 0
         self._lock = threading.Lock()
@@ -73,6 +71,7 @@ class Load:
         headers = {"Connection": "close"} if self.fresh else {}
         with httpx.Client(base_url=self.url, timeout=30, headers=headers) as client:
             while (i := self._next()) is not None:
+                sent = time.monotonic()
                 try:
                     response = client.post(SCORE, json=body(i))
                 except httpx.ConnectError:
@@ -87,7 +86,7 @@ class Load:
                     good = i % 3
                     ok = abs(data["results"][0]["score"] - expected_score(good, 0 if good else 1)) < 1e-6
                     with self._lock:
-                        self.versions.append((time.monotonic(), data["version"]))
+                        self.versions.append((sent, time.monotonic(), data["version"]))
                         self.wrong_scores += not ok
 
     def _record(self, outcome: str) -> None:
@@ -134,45 +133,3 @@ def test_e2e_concurrent_clients_are_batched_and_metrics_pass_promtool(
     assert rows == 300 and batches < rows, f"{batches} batches for {rows} rows: nothing was batched"
     assert metric_value(scrape, "lunaserve_requests_total", metric="context_adherence", outcome="ok") == 300
     check_with_promtool(scrape)
-
-
-def test_e2e_hot_swap_under_load_fails_no_request(busy_repository: Path, tmp_path: Path) -> None:
-    admin = {"Authorization": "Bearer admin-key"}
-    env = {"LUNASERVE_AUTH__ADMIN_KEYS": json.dumps(["admin-key"])}
-    with LocalServer(busy_repository, tmp_path / "server.log", FIXED_BATCHES, env=env) as server:
-        work = tmp_path / "v2"
-        work.mkdir()
-        write_counting_artifact(busy_repository, counting_spec(version="2"), work, busy_matmuls=BUSY)
-        with Load(server.url, max_requests=600) as load:
-            load.wait_for(lambda: load.sent >= 100)
-            swap = httpx.post(
-                server.url + "/v1/admin/metrics/context_adherence/activate", json={"version": "2"},
-                headers=admin, timeout=30,
-            )  # fmt: skip
-            swapped_at = time.monotonic()
-            load.wait_for(lambda: False)  # keep going until all 600 are sent
-        assert swap.status_code == 200, swap.text
-        assert server.stop() in CLEAN_EXIT
-    assert load.outcomes == Counter({"200": 600}), load.outcomes
-    assert load.wrong_scores == 0
-    seen = Counter(v for _, v in load.versions)
-    assert seen["1"] > 0 and seen["2"] > 0
-    assert all(v == "2" for t, v in load.versions if t > swapped_at + 1.0)  # old version drained
-
-
-def test_e2e_sigterm_finishes_every_accepted_request(busy_repository: Path, tmp_path: Path) -> None:
-    server = LocalServer(busy_repository, tmp_path / "server.log", FIXED_BATCHES)
-    with server, Load(server.url, max_requests=2000, fresh_connections=True) as load:
-        load.wait_for(lambda: load.outcomes["200"] >= 100)
-        exit_code = server.stop()
-        load.stop.set()
-    log = server.log_path.read_text()
-    assert exit_code in CLEAN_EXIT and "drained and stopped" in log, log[-3000:]
-    summary = re.search(r"requests by outcome: (\{.*\})", log)
-    assert summary, log[-3000:]
-    served = json.loads(summary.group(1))
-    # every request the server accepted was answered, and every answer reached its client
-    assert served["failed"] == served["expired"] == 0, served
-    assert served["ok"] == load.outcomes["200"], (served, load.outcomes)
-    unexpected = {k: v for k, v in load.outcomes.items() if k not in {"200", "503", "refused"}}
-    assert not unexpected or all(k.startswith("transport") for k in unexpected), load.outcomes

@@ -63,6 +63,8 @@ def test_calibration_times_each_size_without_its_first_pass_and_chooses() -> Non
     # rows/s: 90.9, 166.7, 285.7, 444.4: each step up gains over 20%
     assert result.max_batch_rows == 8
     assert result.rows_per_s()[8] == pytest.approx(8 / 0.018)
+    # what admission first assumes an idle model costs: the cheapest per token, 8 rows of 16
+    assert result.seconds_per_token() == pytest.approx(0.018 / (8 * 16))
 
 
 def test_calibration_keeps_one_row_when_cost_is_linear() -> None:

@@ -1,0 +1,96 @@
+"""service.batching.cost: a safe reading for waits, the lowest for "even on an idle model", both aging."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.batching.admission import QueueLoad, admit
+from service.batching.cost import CostEstimate
+from service.batching.policy import Priority
+from tests.conftest import admission_limits
+
+
+class Now:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def estimate(now: Now, **options: float) -> CostEstimate:
+    return CostEstimate(1e-4, clock=now, **options)  # type: ignore[arg-type]
+
+
+def load_of(cost: CostEstimate) -> QueueLoad:
+    """An empty queue read with `cost`'s two readings, as the scheduler reads it."""
+    wait, idle = cost.per_token_s, cost.idle_per_token_s
+    return QueueLoad(0, 0, 0, 0, cost_per_token_s=wait, idle_cost_per_token_s=idle)
+
+
+def test_the_configured_guess_holds_until_a_batch_is_measured() -> None:
+    cost = estimate(Now())
+    assert cost.per_token_s == cost.idle_per_token_s == 1e-4
+    cost.learn(0.0, 100)  # nothing measured: ignored
+    cost.learn(0.1, 0)
+    assert cost.per_token_s == cost.idle_per_token_s == 1e-4
+
+
+def test_waits_read_a_high_quantile_weighted_by_tokens() -> None:
+    cost = estimate(Now(), quantile=0.9)
+    for _ in range(8):
+        cost.learn(0.050, 1000)  # 50 us a token, 8,000 tokens
+    cost.learn(0.002, 10)  # a small batch's overhead: 200 us a token, 10 tokens
+    assert cost.per_token_s == pytest.approx(50e-6)  # the overhead of 10 tokens does not set the waits
+    cost.learn(0.100, 1000)  # one slow batch of 1,000 tokens: 11% of the tokens
+    assert cost.per_token_s == pytest.approx(100e-6)  # the reading is safe for the slow share
+    assert cost.idle_per_token_s == pytest.approx(50e-6)
+
+
+def test_the_idle_reading_is_the_lowest_ever_measured() -> None:
+    now = Now()
+    cost = estimate(now, horizon_s=10)
+    cost.learn(0.030, 1000)
+    now.t += 60
+    cost.learn(0.500, 1000)  # a burst: 500 us a token
+    assert cost.idle_per_token_s == pytest.approx(30e-6)
+    assert cost.per_token_s == pytest.approx(500e-6)
+
+
+def test_an_inflated_estimate_ages_out_when_nothing_refreshes_it() -> None:
+    """The percentile tried first (docs/benchmarks.md) was set by a burst's slow batches; since
+    only admitted work refreshed it, every later request was refused and nothing ran again."""
+    now = Now()
+    cost = estimate(now, horizon_s=10)
+    cost.learn(0.030, 1000)
+    for _ in range(5):
+        cost.learn(0.500, 1000)
+    load = load_of(cost)
+    limits = admission_limits()
+    deadline = now.t + 0.2  # 490 tokens: 245 ms at the burst's cost, 15 ms at the idle one
+    refusal = admit(Priority.OBSERVABILITY, 490, deadline, now=now.t, load=load, limits=limits)
+    assert refusal is not None and refusal.reason == "deadline" and not refusal.final  # 503, not 422
+    now.t += 10.5  # no batch ran since: the model has been idle
+    assert cost.per_token_s == pytest.approx(30e-6)
+    load = load_of(cost)
+    assert admit(Priority.OBSERVABILITY, 490, now.t + 0.2, now=now.t, load=load, limits=limits) is None
+
+
+def test_only_the_idle_reading_can_refuse_for_good() -> None:
+    limits = admission_limits()
+    load = QueueLoad(0, 0, 0, 0, cost_per_token_s=400e-6, idle_cost_per_token_s=50e-6)
+    # 500 tokens: 200 ms at the wait reading, 25 ms idle; 100 ms allowed -> load, 503
+    busy = admit(Priority.GUARDRAIL, 500, 100.1, now=100.0, load=load, limits=limits)
+    assert busy is not None and not busy.final
+    # 20 ms allowed: not even an idle model serves it -> 422
+    never = admit(Priority.GUARDRAIL, 500, 100.02, now=100.0, load=load, limits=limits)
+    assert never is not None and never.final and "25 ms" in never.message
+
+
+def test_pin_reads_one_value_both_ways_until_the_next_batch() -> None:
+    cost = estimate(Now())
+    cost.learn(0.5, 1000)
+    cost.pin(2e-5)
+    assert cost.per_token_s == cost.idle_per_token_s == 2e-5
+    cost.learn(0.04, 1000)
+    assert cost.per_token_s == pytest.approx(4e-5) and cost.idle_per_token_s == 2e-5
