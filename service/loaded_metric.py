@@ -108,6 +108,13 @@ class LoadedMetric:
         # Small requests are tokenised on the loop (well under a millisecond): a shared thread
         # pool would queue a guardrail item behind a flood of observability ones before it
         # even reached the scheduler that puts it first. Large ones go to a thread.
+        try:
+            fewest = fewest_tokens(items, self.spec.max_tokens)
+            self.scheduler.refuse_early(priority, deadline, tokens=fewest, arrived=arrived)
+        except AdmissionError as exc:
+            if exc.reason == "draining":
+                raise SupersededError from exc
+            raise
         chars = sum(len(v or "") for item in items for v in item.values())
         if chars <= INLINE_ENCODE_CHARS:
             encoded = self.model.encode(items)
@@ -134,6 +141,17 @@ class LoadedMetric:
             self.spec.name, self.spec.version, scores, result.queued_s, result.inference_s,
             tokens=sum(len(w) for w in windows),
         )  # fmt: skip
+
+
+def fewest_tokens(items: Sequence[Item], max_tokens: int) -> int:
+    """A lower bound, without tokenising, of the tokens `items` will queue.
+
+    A tokenizer splits at whitespace at least, so each word is at least one token; an item
+    queues at least one window, and a window holds at most `max_tokens`. In a burst most
+    requests are refused, and this refuses them before the tokenizer spends ~1 ms of the event
+    loop on each (docs/benchmarks.md, "A burst of 400").
+    """
+    return sum(min(sum(len((v or "").split()) for v in item.values()), max_tokens) for item in items)
 
 
 def warm_up(model: MetricModel) -> Window:

@@ -180,21 +180,38 @@ class BatchScheduler:
         arrival (`arrived`, app clock; default now).
         """
         now = self.clock.now()
-        load, tokens = self._load(now), sum(len(w) for w in windows)
-        refusal = admit(
-            priority, tokens, deadline, now=now, load=load, limits=self.admission, arrived=arrived
-        )
-        if refusal is not None:
-            if refusal.final:
-                raise RequestTooLargeError(refusal.message)
-            if refusal.reason != "draining":  # a swap re-routes these; shutdown counts its own
-                self.observer.rejected(priority, refusal.reason)
-            raise AdmissionError(refusal.reason, refusal.message, retry_after_s(load))
+        self._admit(priority, sum(len(w) for w in windows), deadline, now, arrived)
         future: asyncio.Future[RequestResult] = asyncio.get_running_loop().create_future()
         self._queue.add(windows, priority, deadline, now, future)
         self.observer.queue_changed(self._queue.requests, self._queue.tokens)
         self._worker.wake()
         return future
+
+    def refuse_early(
+        self, priority: Priority, deadline: float, *, tokens: int = 0, arrived: float | None = None
+    ) -> None:
+        """Raise AdmissionError when a request of at least `tokens` would be refused now.
+
+        Called before a request is tokenised, with a lower bound of its tokens: in a burst most
+        requests are refused, and tokenising each first spends the event loop's time that the
+        answers of admitted ones wait for. Admission is monotone in tokens, so this refuses
+        nothing that `submit` would take, and its reason is the one `submit` would give.
+        """
+        self._admit(priority, tokens, deadline, self.clock.now(), arrived)
+
+    def _admit(
+        self, priority: Priority, tokens: int, deadline: float, now: float, arrived: float | None
+    ) -> None:
+        load = self._load(now)
+        limits = self.admission
+        refusal = admit(priority, tokens, deadline, now=now, load=load, limits=limits, arrived=arrived)
+        if refusal is None:
+            return
+        if refusal.final:
+            raise RequestTooLargeError(refusal.message)
+        if refusal.reason != "draining":  # a swap re-routes these; shutdown counts its own
+            self.observer.rejected(priority, refusal.reason)
+        raise AdmissionError(refusal.reason, refusal.message, retry_after_s(load))
 
     def estimated_wait_s(self, priority: Priority, tokens: int) -> float:
         """Time until a new request of `tokens` would be done: in-flight rest + work ahead + own."""

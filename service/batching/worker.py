@@ -168,7 +168,9 @@ class BatchWorker:
         finally:
             self.busy_until = None
         seconds = self.clock.now() - now
-        self.cost.learn(seconds, real)
+        # the model's own time when the runner knows it (runner.py); one batch at a time per runner
+        measured = getattr(self.runner, "last_run_s", None)
+        self.cost.learn(measured if measured is not None else seconds, real)
         self.observer.cost_changed(self.cost.per_token_s, self.cost.idle_per_token_s)
         self.observer.batch_done(len(windows), real, padded, seconds)
         for request in requests:

@@ -321,3 +321,32 @@ async def test_scheduler_drain_returns_when_the_loop_dies(setup) -> None:  # typ
     for doomed in (first, queued):
         with pytest.raises(BatchFailedError):
             await doomed
+
+
+async def test_scheduler_refuses_early_what_submit_would_refuse_and_queues_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    """Before tokenising (loaded_metric): a lower bound of the tokens is enough to refuse."""
+    scheduler, runner, _, observer = setup
+    first = await hold_first_batch(scheduler, runner)
+    queued = [scheduler.submit([window(k, tokens=100)], OBS, deadline=2000.0) for k in range(1, 4)]
+    scheduler.refuse_early(OBS, 2000.0, tokens=0)  # room for a request of no tokens: no refusal
+    with pytest.raises(AdmissionError) as early:
+        scheduler.refuse_early(OBS, 2000.0, tokens=100)  # 300 queued + 100 > 300 observability may fill
+    with pytest.raises(AdmissionError) as late:
+        scheduler.submit([window(9, tokens=100)], OBS, deadline=2000.0)
+    assert early.value.reason == late.value.reason == "shed"
+    assert scheduler.queued_requests == 4 and scheduler.queued_tokens == 300
+    assert observer.rejections == [(OBS, "shed"), (OBS, "shed")]
+    runner.gate.set()
+    await asyncio.gather(first, *queued)
+
+
+async def test_worker_learns_the_models_own_time_when_the_runner_knows_it(setup) -> None:  # type: ignore[no-untyped-def]
+    """Timed on the event loop a batch also counts the loop's backlog (runner.py)."""
+    scheduler, runner, clock, _ = setup
+    first = await hold_first_batch(scheduler, runner)
+    runner.last_run_s = 0.004  # type: ignore[attr-defined]  # the model took 4 ms of its 8 tokens
+    clock.advance(0.5)  # the loop noticed only 500 ms later
+    runner.gate.set()
+    await first
+    assert scheduler.cost_per_token_s == pytest.approx(0.0005)
+    assert scheduler.idle_cost_per_token_s == pytest.approx(0.0005)

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.loaded_metric import fewest_tokens
 from service.runtime.artifact import ArtifactError, load_artifact
 from service.runtime.classifier import MetricModel, plan_batches
-from service.runtime.encoding import ItemTooLongError, PairEncoder, collate, window_starts
+from service.runtime.encoding import EncodedItem, ItemTooLongError, PairEncoder, collate, window_starts
 from service.runtime.postprocess import aggregate_windows, decide, probabilities
 from service.runtime.spec import InputField, MetricSpec, SpecError, WindowAggregation, load_spec
 from tests.tiny_models import build_word_tokenizer, expected_score, write_counting_artifact
@@ -204,3 +205,20 @@ def test_artifact_verification_refuses_bad_layout_and_manifest(tmp_path: Path) -
         load_artifact(moved, check_layout=False)
     with pytest.raises(ArtifactError, match=r"no manifest\.json"):
         load_artifact(tmp_path)
+
+
+def test_fewest_tokens_never_exceeds_what_the_items_queue(tmp_path: Path) -> None:
+    """Admission refuses on it before tokenising (service.loaded_metric.fewest_tokens)."""
+    spec = small_spec(window_overlap_tokens=4, max_windows=8)
+    model = MetricModel.load(write_counting_artifact(tmp_path / "repo", spec, tmp_path), intra_op_threads=1)
+    items = [
+        {"output": "good good", "context": "paris"},
+        {"output": "it's 3.5km, isn't it?", "context": "the capital, 12,000 km away"},
+        {"output": "x", "context": words(100) + " good"},  # read in several windows
+        {"output": "  ", "context": "\n\t"},
+    ]
+    for item in items:
+        (encoded,) = model.encode([item])
+        assert isinstance(encoded, EncodedItem)
+        assert fewest_tokens([item], spec.max_tokens) <= sum(len(w) for w in encoded.windows)
+    assert fewest_tokens(items[:1], spec.max_tokens) == 3
