@@ -58,7 +58,8 @@ def report(junit: Path, command: str, seconds: float) -> str:
         "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()}"
         f" CPUs, Python {platform.python_version()}, {seconds:.0f} s. CI runs the same tests in their"
-        " short forms (`make test`). Every server is a real `lunaserve serve` over HTTP.",
+        " short forms (`make test`). Every server is a real uvicorn over HTTP: a `lunaserve serve`"
+        " process, except test_batch_fault's, in process with its injected fault.",
         "",
     ]
     for module in sorted(cases):

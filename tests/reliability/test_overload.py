@@ -1,25 +1,27 @@
 """Overload: offered 2.5x what it can serve, the server sheds with 503 and keeps serving near capacity.
 
 Pass criteria, against a live server on a tiny metric whose cost grows with its tokens as an
-encoder's does (short, long and windowed items; one request in four guardrail; every request
-with a 500 ms timeout; the queue bounded at 100 requests): its capacity is measured first (16
-clients in a closed loop), then it gets Poisson arrivals at a quarter of that (the baseline),
-at 2.5x it for `LUNASERVE_RELIABILITY_OVERLOAD_S` seconds (4 in CI, 20 in the longer run), and
-at a quarter again. During the overload every answer is 200, or 503 with Retry-After (no 422, no
-other error, no dropped connection); the queue depth and queued tokens, scraped every 0.25 s,
-stay within their bounds; and the server's RSS after the run is within 10% of before the
-overload. Figures: goodput (answers per second during the overload) over capacity, accepted
-p99 against the timeout, and how long after the load drops a 1-second window's p99 is back
-within 1.5x the baseline's plus 5 ms for good. In the longer run (`LUNASERVE_RELIABILITY_STRICT=1`)
-those are pass criteria too: goodput >= 0.8 of capacity, accepted p99 within the timeout, p99
-back within 10 s. CI, on shared machines, records them without judging (speed is judged by
-benchmarks, never by timed assertions in CI).
+encoder's does (short, long and windowed items; one request in four guardrail; every request with
+a 500 ms timeout; the queue bounded at 100 requests): its capacity is measured first (16 clients
+in a closed loop), then it gets Poisson arrivals at a quarter of that (the baseline), at 2.5x it
+for `LUNASERVE_RELIABILITY_OVERLOAD_S` seconds (4 in CI, 20 in the longer run), and at a quarter
+again. During the overload every answer is 200, or 503 with Retry-After (no 422, no other error,
+no dropped connection); the queue depth and queued tokens, scraped every 0.25 s, stay within their
+bounds; and the server's RSS after the run is within 10% of before the overload. Figures: goodput
+(answers per second during the overload) over capacity, accepted p99 against the timeout (counted
+from when the request was sent, as `timeout_ms` is; the generator's own lag in sending, at ~400
+req/s from one Python loop, is shown beside it), and how long after the load drops a 1-second
+window's p99 is back within 1.5x the baseline's plus 5 ms for good. In the longer run
+(`LUNASERVE_RELIABILITY_STRICT=1`) those are pass criteria too: goodput >= 0.8 of capacity,
+accepted p99 within the timeout, p99 back within 10 s. CI, on shared machines, records them
+without judging (speed is judged by benchmarks, never by timed assertions in CI).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import time
@@ -62,9 +64,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 @dataclass
 class Answer:
     sent: float  # perf_counter when it was due
-    seconds: float
+    seconds: float  # from when it was sent: what its timeout_ms promises
     status: int  # 0: no answer (connection error or client timeout)
     retry_after: bool
+    lag: float = 0.0  # how late this generator sent it (its own event loop, at 400 req/s)
 
 
 def rss_bytes(pid: int) -> int:
@@ -81,13 +84,14 @@ def body(rng: random.Random) -> dict[str, object]:
 
 
 async def post(session: aiohttp.ClientSession, payload: dict[str, object], due: float) -> Answer:
+    sent = time.perf_counter()
     try:
         async with session.post(SCORE, json=payload) as response:
             await response.read()
             status, retry_after = response.status, "retry-after" in response.headers
     except (aiohttp.ClientError, TimeoutError):
         status, retry_after = 0, False
-    return Answer(due, time.perf_counter() - due, status, retry_after)
+    return Answer(due, time.perf_counter() - sent, status, retry_after, sent - due)
 
 
 async def closed_loop(session: aiohttp.ClientSession, clients: int, seconds: float) -> float:
@@ -211,7 +215,9 @@ def test_overload_is_shed_with_503_and_goodput_stays_near_capacity(
     record_property("overload answers 200 / 503 / other", f"{statuses.count(200)} / {statuses.count(503)}"
                     f" / {len(statuses) - statuses.count(200) - statuses.count(503)}")  # fmt: skip
     record_property("goodput over capacity (>= 0.8)", round(goodput / capacity, 2))
-    record_property(f"accepted p99 (ms, timeout {TIMEOUT_MS})", round(accepted_p99, 1))
+    record_property(f"accepted p99 from the send (ms, timeout {TIMEOUT_MS})", round(accepted_p99, 1))
+    late = [dataclasses.replace(a, seconds=a.seconds + a.lag) for a in overload]
+    record_property("accepted p99 from the scheduled arrival (ms)", round(p99_ms(late), 1))
     record_property(
         f"largest queue: requests (<= {MAX_QUEUE_REQUESTS}) / tokens",
         f"{depth:.0f} / {tokens:.0f}",
