@@ -3,7 +3,7 @@
 The worker only awaits a `Runner` (windows in, one probability row per window out); tests pass
 an async fake, the server a `ThreadRunner` around the model's `forward`. A runner may say how
 long the model itself took (`last_run_s`): timed on the event loop, a batch would also count
-the loop's own backlog (in a burst of 400 requests, a 35 ms batch measured 208 ms), and the
+the loop's own backlog (in a burst of 400 requests, a batch of ~67 ms on its thread measured 208 ms), and the
 cost estimate learnt from it would refuse work the model could do.
 """
 

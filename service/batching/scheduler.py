@@ -190,7 +190,7 @@ class BatchScheduler:
     def refuse_early(
         self, priority: Priority, deadline: float, *, tokens: int = 0, arrived: float | None = None
     ) -> None:
-        """Raise AdmissionError when a request of at least `tokens` would be refused now.
+        """Raise as `submit` would (AdmissionError, RequestTooLargeError) for a request of at least `tokens`.
 
         Called before a request is tokenised, with a lower bound of its tokens: in a burst most
         requests are refused, and tokenising each first spends the event loop's time that the
