@@ -67,6 +67,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
         counterfactual_pairs=(
             DEFAULT_COUNTERFACTUAL_PAIRS if args.counterfactual_pairs is None else args.counterfactual_pairs
         ),
+        response_edit_pairs=args.response_edit_pairs,
         length_neutral_training=args.length_neutral_training,
     )
     for name, path in written.items():
@@ -211,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="add N synthetic pairs (faithful and hallucinated in the same style, one fact apart) from"
         " QA and summarization train passages (models/counterfactual.py; default: the recipe's 1000)",
+    )
+    halu.add_argument(
+        "--response-edit-pairs",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="add N pairs made from dialogue's and summarization's own faithful train responses: the"
+        " response as written against it with one name, number or statement changed (default: 0)",
     )
     halu.add_argument(
         "--length-neutral-training",

@@ -31,6 +31,16 @@ word fixed and changes one fact, the ways RAG answers go wrong:
   passage whose short answer is in the context (`answer_sentence` fits only those whose answer
   sits in one whole sentence: 34 of the recipe's 1,000 pairs).
 
+Response edits (`response_edits`) keep the writer's words instead: HaluEval's own faithful reply
+or summary (a paraphrase, not a copy of the context) against the same text with one fact changed:
+
+- `response_swap`: a name or number the context holds replaced by one it does not.
+- `response_recombination`: a name or number the context holds replaced by another one it holds.
+- `response_negation`: one sentence of the response reversed.
+
+Both members then share a paraphrase's distance from the context, so closeness to the context's
+wording no longer tells them apart; only the changed fact does.
+
 Half of the pairs are worded as an assistant answers (a lead-in such as "According to the
 document," on both members, parentheses dropped), so a verbatim copy does not mean supported.
 Only train-split (or, for the eval group, eval-split) passages are used. Generator: this module,
@@ -95,6 +105,7 @@ class Passage:
     context: str
     query: str = ""
     answer: str = ""
+    response: str = ""  # a faithful response written for this context (dialogue's, summarization's)
 
 
 def sentences(text: str, min_words: int = 6, max_words: int = 40) -> list[str]:
@@ -408,3 +419,81 @@ def counterfactual_pairs(
                 turn += 1
                 break
     return out
+
+
+RESPONSE_EDITS = ("response_swap", "response_recombination", "response_negation")
+
+
+def response_edits(passages: Sequence[Passage], *, pairs: int, seed: int) -> list[dict[str, str]]:
+    """Up to `pairs` (faithful response, the same response with one fact changed) row pairs, from
+    passages that carry a `response`; the edit kinds in turn, as `counterfactual_pairs` does.
+
+    Only a name or number the context holds is changed: one the context lacks was never
+    supported, and changing it would not make the response less so.
+    """
+    rng = random.Random(f"{seed}:response_edits")
+    written = [p for p in passages if p.response.strip()]
+    builder = _Builder(written, rng)
+    out: list[dict[str, str]] = []
+    turn = 0
+    for passage in rng.sample(written, len(written)):
+        if len(out) >= 2 * pairs:
+            break
+        faithful = " ".join(passage.response.split())
+        for attempt in range(len(RESPONSE_EDITS)):
+            kind = RESPONSE_EDITS[(turn + attempt) % len(RESPONSE_EDITS)]
+            edited = _edit_response(builder, kind, faithful, passage.context)
+            if edited and edited != faithful:
+                for output, label in ((faithful, SUPPORTED), (edited, HALLUCINATED)):
+                    out.append(
+                        {"input": passage.query, "output": output, "context": passage.context,
+                         "label": label, "source": SOURCE, "kind": kind}
+                    )  # fmt: skip
+                turn += 1
+                break
+    return out
+
+
+def _edit_response(builder: _Builder, kind: str, response: str, context: str) -> str | None:
+    """`response` with one fact changed the `kind` way, or None when it offers nothing to change.
+
+    A negated sentence must name something the context holds: reversing an opinion ("It was a
+    great atmosphere.") is not a change of fact the context could contradict.
+    """
+    lowered = context.lower()
+
+    def held(text: str) -> list[re.Match[str]]:
+        return [m for m in entities(text) if m.group(0).lower() in lowered]
+
+    if kind == "response_negation":
+        for sentence in builder._shuffled(sentences(response, min_words=4) or [response]):
+            reversed_ = _negate(sentence) if held(sentence) else None
+            if reversed_:
+                return response.replace(sentence, reversed_, 1)
+        return None
+    everywhere = names_and_numbers(context)
+    for span in builder._shuffled(held(response)):
+        text = span.group(0)
+        if kind == "response_swap":
+            swap = (
+                _other_number(text, context, builder.rng)
+                if is_number(text)
+                else builder.absent(text, context)
+            )
+        else:
+            others = sorted(
+                {e for e in everywhere if _interchangeable(e, text) and e.lower() not in response.lower()}
+            )
+            swap = builder.rng.choice(others) if others else None
+        if swap:
+            return _replace(response, span, swap)
+    return None
+
+
+def _interchangeable(other: str, text: str) -> bool:
+    """Another value of the same kind (numbers of as many digits, so a year stays a year), neither
+    inside the other ("Year of the Flood" / "The Year of the Flood" is the same name)."""
+    a, b = other.lower(), text.lower()
+    if a in b or b in a or is_number(other) != is_number(text):
+        return False
+    return not is_number(text) or len(other.replace(",", "")) == len(text.replace(",", ""))

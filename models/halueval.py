@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from models.baselines import length_baseline_scores, word_overlap_scores
-from models.counterfactual import HALLUCINATED, SUPPORTED, Passage, counterfactual_pairs
+from models.counterfactual import HALLUCINATED, SUPPORTED, Passage, counterfactual_pairs, response_edits
 from models.figures import roc_auc
 from service.runtime.evidence import content_words, words
 
@@ -189,6 +189,21 @@ def counterfactual_rows(
     ]
 
 
+def response_edit_rows(
+    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int
+) -> list[dict[str, str]]:
+    """`response_edits` of dialogue's and summarization's own faithful responses, as CSV rows."""
+    passages = [
+        Passage(s["context"], s["input"], response=s["output"])
+        for task in ("dialogue", "summarization")
+        for s, _ in pairs_by_task.get(task, ())
+    ]
+    return [
+        dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
+        for r in response_edits(passages, pairs=pairs, seed=seed)
+    ]
+
+
 @dataclass(frozen=True)
 class Task:
     """Where one HaluEval task keeps its fields, and what its supported pairs are called."""
@@ -271,6 +286,7 @@ def multitask_training_set(
     seed: int,
     max_context_words: int = 230,
     counterfactual_pairs: int = 0,
+    response_edit_pairs: int = 0,
     length_neutral_rows: bool = False,
 ) -> list[dict[str, str]]:
     """The shipped recipe's training rows: `contexts_per_task[task]` train-split contexts per task.
@@ -284,9 +300,11 @@ def multitask_training_set(
 
     Plus `counterfactual_pairs` pairs (`models.counterfactual`) from the train-split
     passages of QA and summarization: the same style on both sides, one fact apart, so style
-    stops predicting the label. Short contexts (QA's, and counterfactuals from QA passages) are
-    half the time hidden among other train passages (`training_mix`). Contexts longer than
-    `max_context_words` (summarization's documents) become the response's best window.
+    stops predicting the label; and `response_edit_pairs` pairs (`models.counterfactual.
+    response_edits`) from dialogue's and summarization's own faithful responses, one fact changed.
+    Short contexts (QA's, and counterfactuals from QA passages) are half the time hidden among
+    other train passages (`training_mix`). Contexts longer than `max_context_words`
+    (summarization's documents) become the response's best window.
     """
     rng = random.Random(seed)
     short: list[dict[str, str]] = []
@@ -299,6 +317,9 @@ def multitask_training_set(
         (short if task == "qa" else rows).extend(picked)
     if counterfactual_pairs:
         for row in counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1):
+            (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
+    if response_edit_pairs:
+        for row in response_edit_rows(train_pairs, response_edit_pairs, seed + 3):
             (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
     qa_passages = [s["context"] for s, _ in train_pairs.get("qa", ())]
     if short and qa_passages:
@@ -349,6 +370,7 @@ def build_halueval_sets(
     eval_pairs_per_task: int = 200,
     test_pairs_per_task: int = 300,
     counterfactual_pairs: int = 0,
+    response_edit_pairs: int = 0,
     eval_counterfactual_pairs: int = 200,
     length_neutral_training: bool = False,
     report: bool = True,
@@ -387,7 +409,8 @@ def build_halueval_sets(
     sets: dict[str, list[dict[str, str]]] = {}
     sets["train"] = multitask_training_set(
         {name: s["train"] for name, s in splits.items()}, train_contexts,
-        seed=seed, counterfactual_pairs=counterfactual_pairs, length_neutral_rows=length_neutral_training,
+        seed=seed, counterfactual_pairs=counterfactual_pairs, response_edit_pairs=response_edit_pairs,
+        length_neutral_rows=length_neutral_training,
     )  # fmt: skip
     eval_rows: list[dict[str, str]] = []
     for name, s in splits.items():

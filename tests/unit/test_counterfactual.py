@@ -10,10 +10,12 @@ from models.counterfactual import (
     HALLUCINATED,
     KINDS,
     LEAD_INS,
+    RESPONSE_EDITS,
     SUPPORTED,
     Passage,
     counterfactual_pairs,
     entities,
+    response_edits,
     sentences,
     statement_template,
 )
@@ -188,3 +190,81 @@ def test_entities_skip_sentence_starts_and_word_parts(text: str, names: list[str
 def test_sentences_leave_out_cut_fragments() -> None:
     window = "went missing at the lake last week. The police searched the park for two days. And then the"
     assert sentences(window, min_words=4) == ["The police searched the park for two days."]
+
+
+WRITTEN = [  # contexts with a faithful response written in other words (as HaluEval's are)
+    Passage(
+        "Arsenal beat Liverpool 4-1 at the Emirates on Saturday and moved up to second in the Premier"
+        " League. Alexis Sanchez scored twice. Liverpool had won their previous 13 home games. Arsenal"
+        " will play Burnley next, and Chelsea remain top by 7 points.",
+        response="Arsenal moved up to second after a win over Liverpool on Saturday. Sanchez got two goals"
+        " for the Gunners, who now face Burnley.",
+    ),
+    Passage(
+        "Nolan directed Inception. Inception stars Leonardo DiCaprio. Inception was released in 2010.",
+        "[Human]: Do you know who made Inception? Is it recent?",
+        response="It was made by Christopher Nolan and it came out in 2010. DiCaprio is in it too.",
+    ),
+    Passage(
+        "The Rockies play at Coors Field in Denver. Coors Field opened in 1995 and holds 50,144 fans."
+        " The Rockies were founded in 1993.",
+        "[Human]: Where do the Rockies play?",
+        response="They play at Coors Field, in Denver, which can hold about 50,144 people.",
+    ),
+]
+
+
+def response_pairs(seed: int = 0) -> list[tuple[dict[str, str], dict[str, str]]]:
+    rows = response_edits([*WRITTEN, PASSAGES[0]], pairs=30, seed=seed)
+    pairs = list(zip(rows[::2], rows[1::2], strict=True))
+    for good, bad in pairs:
+        assert (good["label"], bad["label"]) == (SUPPORTED, HALLUCINATED)
+        assert good["context"] == bad["context"] and good["input"] == bad["input"]
+        assert good["kind"] == bad["kind"] and good["kind"] in RESPONSE_EDITS
+        assert good["output"] == next(p.response for p in WRITTEN if p.context == good["context"])
+    return pairs
+
+
+def _changed(good: str, bad: str) -> tuple[list[str], list[str]]:
+    a, b = good.split(), bad.split()
+    while a and b and a[0] == b[0]:
+        a, b = a[1:], b[1:]
+    while a and b and a[-1] == b[-1]:
+        a, b = a[:-1], b[:-1]
+    return a, b
+
+
+def test_response_edits_keep_the_written_response_and_change_one_fact_the_context_holds() -> None:
+    """The faithful member is the response as written; the other differs in one place, at a name or
+    number the context holds (or a reversed statement naming one), never at an unsupported word."""
+    pairs = [pair for seed in range(6) for pair in response_pairs(seed)]
+    assert {good["kind"] for good, _ in pairs} == set(RESPONSE_EDITS)
+    for good, bad in pairs:
+        context = good["context"]
+        removed, added = _changed(good["output"], bad["output"])
+        assert removed or added
+        if good["kind"] == "response_negation":
+            assert {w.strip(".,") for w in added + removed} <= {
+                "not",
+                "cannot",
+                "can",
+                "is",
+                "was",
+                "are",
+                "were",
+            }
+            continue
+        old = " ".join(removed).strip(".,")
+        new = " ".join(added).strip(".,")
+        assert old and old.lower() in context.lower(), (old, good["output"])
+        if good["kind"] == "response_swap":
+            assert new.lower() not in context.lower(), (new, bad["output"])
+        else:  # recombination: another name or number from the same context, of the same kind
+            assert new.lower() in context.lower() and new.lower() not in good["output"].lower()
+            assert new[0].isdigit() == old[0].isdigit()
+
+
+def test_response_edits_are_seeded_and_skip_passages_without_a_response() -> None:
+    assert response_edits(WRITTEN, pairs=5, seed=1) == response_edits(WRITTEN, pairs=5, seed=1)
+    assert response_edits(PASSAGES, pairs=5, seed=1) == []
+    assert len(response_edits(WRITTEN, pairs=2, seed=1)) == 4

@@ -304,3 +304,18 @@ def test_counterfactual_pairs_join_training_from_train_passages(wheel: Path, tmp
     assert any(qa_passage < len(r["context"]) < 1000 for r in synthetic)  # some hidden among others
     held_out = {r["context_id"] for name in ("eval", "qa_test") for r in read_rows(paths[name])}
     assert not {r["context_id"] for r in train} & held_out
+
+
+def test_response_edits_join_training_from_train_responses(wheel: Path, tmp_path: Path) -> None:
+    """Summaries as written (train split only), against the same summary with one number changed."""
+    paths = build_halueval_sets(
+        wheel, tmp_path / "re", train_contexts=TRAIN_CONTEXTS, response_edit_pairs=6, report=False
+    )
+    train = read_rows(paths["train"])
+    edits = [r for r in train if r["kind"].startswith("response_")]
+    assert len(edits) == 12 and Counter(r["label"] for r in edits) == {SUPPORTED: 6, HALLUCINATED: 6}
+    summaries = {r["right_summary"] for r in _summarization_rows()}
+    for row in edits:
+        assert set(_sources_split(row["context"])) == {"train"}, row
+        assert (row["output"] in summaries) == (row["label"] == SUPPORTED)
+        assert len(row["context"].split()) <= 230  # a long document trains on the response's window
