@@ -73,6 +73,9 @@ class EvidenceFeature(StrEnum):
     )
     MISSING_CONTENT_UP_TO_2 = "missing_content_up_to_2"  # 0, 0.5 or 1: none, one, two or more absent
     LOCAL_MISSING_SHARE = "local_missing_share"  # as share_missing_content, against each sentence's source
+    SHARE_CHANGED_QUANTITIES = (
+        "share_changed_quantities"  # of quantities in a unit the context counts, the share it never states
+    )
 
 
 def _share(part: int, whole: int) -> float:
@@ -144,6 +147,37 @@ def local_missing_share(output: str, context: str, span: int = SOURCE_SENTENCES)
     return _share(missing, judged)
 
 
+_QUANTITY_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z]+")
+_NOT_UNITS = frozenset({"per", "than", "and"})
+
+
+def quantities(text: str) -> set[tuple[str, str]]:
+    """(number, unit) pairs of `text`: each number with the lower-case word of 3+ letters after it
+    ("within 30 days" -> ("30", "day")), plural and thousands separators folded ("1,000 tablets" =
+    "1000 tablet"). A name after a number ("2015 McIlroy"), an ordinal's "th" and an abbreviation
+    such as "m" or "pm" are not units: summaries write those in too many ways."""
+    tokens = _QUANTITY_TOKEN.findall(text)
+    found = set()
+    for number, unit in pairwise(tokens):
+        if number[0].isdigit() and unit.islower() and len(unit) >= 3 and unit not in STOPWORDS | _NOT_UNITS:
+            found.add((number.replace(",", ""), unit.removesuffix("s")))
+    return found
+
+
+def share_changed_quantities(output: str, context: str) -> float:
+    """Of the response's quantities whose unit the context also counts, the share with a number the
+    context never gives that unit ("boils at 70 degrees" against "boils at 100 degrees").
+
+    A changed number is the commonest single-fact error of RAG answers, and the plain missing-number
+    share cannot tell it from a number a faithful summary wrote another way; a unit the context
+    counts with other numbers only is a changed quantity.
+    """
+    stated = quantities(context)
+    units = {unit for _, unit in stated}
+    judged = [q for q in quantities(output) if q[1] in units]
+    return _share(sum(q not in stated for q in judged), len(judged))
+
+
 def evidence_features(
     output: str, context: str, wanted: Collection[EvidenceFeature] | None = None
 ) -> dict[EvidenceFeature, float]:
@@ -186,6 +220,8 @@ def evidence_features(
         found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(output, context)
     if EvidenceFeature.LOCAL_MISSING_SHARE in wanted:
         found[EvidenceFeature.LOCAL_MISSING_SHARE] = local_missing_share(output, context)
+    if EvidenceFeature.SHARE_CHANGED_QUANTITIES in wanted:
+        found[EvidenceFeature.SHARE_CHANGED_QUANTITIES] = share_changed_quantities(output, context)
     return {f: found[f] for f in EvidenceFeature if f in wanted}
 
 

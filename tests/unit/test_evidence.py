@@ -187,6 +187,26 @@ def test_share_polarity_flipped_finds_reversed_statements(output: str, context: 
     assert features == {F.SHARE_POLARITY_FLIPPED: pytest.approx(share)}
 
 
+@pytest.mark.parametrize(
+    ("output", "context", "share"),
+    [
+        ("You can return an order within 90 days of delivery.", REFUND, 1.0),  # 30 days in the context
+        ("You can return an order within 30 days of delivery.", REFUND, 0.0),
+        ("Yes. Children over 6 years can take this medicine safely.", DOSE, 1.0),  # only 12 years stated
+        ("An adult can take up to 12 tablets in 24 hours.", DOSE, 0.5),  # 24 hours stated, 12 tablets not
+        ("Take 2 tablets; 1,000 tablets were sold in 2015.", "Take 2 tablets. We sold 1000 tablets.", 0.0),
+        ("Refunds take 5 working days.", REFUND, 0.0),  # "working" is not a unit the context counts
+        ("The 21-year-old McIlroy won by 4 shots.", "McIlroy, 25, won by 3 strokes.", 0.0),  # no shared unit
+        ("No numbers here.", REFUND, 0.0),
+    ],
+)
+def test_share_changed_quantities_finds_a_number_changed_beside_its_unit(
+    output: str, context: str, share: float
+) -> None:
+    features = evidence_features(output, context, [F.SHARE_CHANGED_QUANTITIES])
+    assert features == {F.SHARE_CHANGED_QUANTITIES: pytest.approx(share)}
+
+
 def test_missing_content_up_to_2_counts_one_swapped_fact_whatever_the_length() -> None:
     context = "The museum opens at 9 am on weekdays and entry costs 12 euros for adults with a ticket."
     feature = F.MISSING_CONTENT_UP_TO_2
