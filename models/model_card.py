@@ -31,6 +31,9 @@ FEATURE_MEANINGS = {
     EvidenceFeature.LOCAL_MISSING_SHARE: "share of the response's content words absent from the two"
     " consecutive context sentences that hold most of each response sentence's words: words found"
     " somewhere in a long document but not where the sentence's claim is",
+    EvidenceFeature.SHARE_CHANGED_QUANTITIES: "share of the response's quantities (a number and the word"
+    " after it, such as '30 days') whose unit the context also counts, but never with that number: a"
+    " number changed beside its unit",
 }
 
 QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")

@@ -304,3 +304,10 @@ def test_fit_combiner_fits_windowed_rows_on_their_own() -> None:
         windowed_features=[F.SHARE_MISSING_CONTENT],
     )  # fmt: skip
     assert alone.windowed is None and "one set of weights for all items" in alone.fitted_on
+
+
+def test_every_evidence_feature_is_explained_on_the_model_card() -> None:
+    """A card that lists a combiner's features must say what each one measures."""
+    from models.model_card import FEATURE_MEANINGS
+
+    assert set(FEATURE_MEANINGS) == set(F)
