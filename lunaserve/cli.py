@@ -68,6 +68,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
             DEFAULT_COUNTERFACTUAL_PAIRS if args.counterfactual_pairs is None else args.counterfactual_pairs
         ),
         response_edit_pairs=args.response_edit_pairs,
+        train_sources=args.train_sources,
         length_neutral_training=args.length_neutral_training,
     )
     for name, path in written.items():
@@ -220,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="add N pairs made from dialogue's and summarization's own faithful train responses: the"
         " response as written against it with one name, number or statement changed (default: 0)",
+    )
+    halu.add_argument(
+        "--train-sources",
+        nargs="+",
+        default=None,
+        metavar="SOURCE",
+        help="keep only the training rows of these sources (e.g. synthetic_counterfactual: the pairs"
+        " alone, for a training stage of their own; each row as in the whole build)",
     )
     halu.add_argument(
         "--length-neutral-training",

@@ -27,7 +27,7 @@ import json
 import random
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,6 +371,7 @@ def build_halueval_sets(
     test_pairs_per_task: int = 300,
     counterfactual_pairs: int = 0,
     response_edit_pairs: int = 0,
+    train_sources: Collection[str] | None = None,
     eval_counterfactual_pairs: int = 200,
     length_neutral_training: bool = False,
     report: bool = True,
@@ -382,6 +383,8 @@ def build_halueval_sets(
 
     - `train`: the training rows of the tasks in `train_contexts` (`multitask_training_set`;
       `length_neutral_training`: each task's rows from its length-neutral subsample).
+      With `train_sources`, only rows of those sources stay (e.g. `synthetic_counterfactual`: the
+      pairs alone, for a training stage of their own), each exactly as in the whole build.
     - `eval`: `eval_pairs_per_task` eval-split pairs of every *trained* task, length-matched (responses
       within 5 words; QA length-neutralised, since its matched pairs still differ in length):
       fine-tuning's per-epoch check, the evidence combiner's fit and the threshold's choice.
@@ -412,6 +415,8 @@ def build_halueval_sets(
         seed=seed, counterfactual_pairs=counterfactual_pairs, response_edit_pairs=response_edit_pairs,
         length_neutral_rows=length_neutral_training,
     )  # fmt: skip
+    if train_sources is not None:  # built whole, then filtered: the kept rows are the same either way
+        sets["train"] = [row for row in sets["train"] if row["source"] in train_sources]
     eval_rows: list[dict[str, str]] = []
     for name, s in splits.items():
         if name not in train_contexts:  # left out of training: left out of tuning too

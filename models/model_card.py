@@ -41,8 +41,8 @@ BASELINE_ORDER = ("length_only", "word_overlap", "missing_words", "encoder_only"
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
+    if isinstance(value, float):  # a learning rate such as 2e-05 is not 0.000
+        return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
     if value is None:
         return "n/a"
     return str(value)

@@ -319,3 +319,16 @@ def test_response_edits_join_training_from_train_responses(wheel: Path, tmp_path
         assert set(_sources_split(row["context"])) == {"train"}, row
         assert (row["output"] in summaries) == (row["label"] == SUPPORTED)
         assert len(row["context"].split()) <= 230  # a long document trains on the response's window
+
+
+def test_train_sources_keep_those_rows_as_the_whole_build_has_them(wheel: Path, tmp_path: Path) -> None:
+    whole = build_halueval_sets(
+        wheel, tmp_path / "whole", train_contexts=TRAIN_CONTEXTS, counterfactual_pairs=20, report=False
+    )
+    kept = build_halueval_sets(
+        wheel, tmp_path / "kept", train_contexts=TRAIN_CONTEXTS, counterfactual_pairs=20, report=False,
+        train_sources={"synthetic_counterfactual"},
+    )  # fmt: skip
+    pairs_alone = [r for r in read_rows(whole["train"]) if r["source"] == "synthetic_counterfactual"]
+    assert read_rows(kept["train"]) == pairs_alone and len(pairs_alone) == 40
+    assert read_rows(kept["eval"]) == read_rows(whole["eval"])
