@@ -128,6 +128,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_train_tokens=args.max_train_tokens,
         seed=args.seed,
+        bf16=args.bf16,
     )
     print(result)
     return 0
@@ -257,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--batch-size", type=int, default=16)
     ft.add_argument("--max-train-tokens", type=int, default=256)
     ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train under bfloat16 autocast (faster on CPUs with AMX or AVX512-BF16; evaluation stays fp32)",
+    )
     ft.set_defaults(handler=_cmd_finetune)
 
     ex = sub.add_parser("export", help="checkpoint -> int8 ONNX, parity check, repository entry")

@@ -145,6 +145,24 @@ def test_finetune_is_deterministic_for_a_seed(base_dir: Path, tmp_path: Path, sp
     ).read_bytes()
 
 
+def test_finetune_in_bf16_is_deterministic_logged_and_not_fp32(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    """bfloat16 autocast trains other weights than fp32 (the forward pass runs in bf16), the same
+    ones for a seed, and says so in the log; the saved checkpoint stays fp32."""
+    first = _run(base_dir, tmp_path, spec, "bf16-a", bf16=True)
+    second = _run(base_dir, tmp_path, spec, "bf16-b", bf16=True)
+    fp32 = _run(base_dir, tmp_path, spec, "fp32")
+    weights = [(r.out_dir / "model.safetensors").read_bytes() for r in (first, second, fp32)]
+    assert weights[0] == weights[1] and weights[0] != weights[2]
+    start = json.loads(first.log_path.read_text().splitlines()[0])
+    assert start["bf16"] is True and json.loads(fp32.log_path.read_text().splitlines()[0])["bf16"] is False
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        first.out_dir, local_files_only=True
+    )
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_finetune_skips_items_whose_kept_fields_do_not_fit(
     base_dir: Path, tmp_path: Path, spec: MetricSpec
 ) -> None:
