@@ -68,6 +68,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
             DEFAULT_COUNTERFACTUAL_PAIRS if args.counterfactual_pairs is None else args.counterfactual_pairs
         ),
         response_edit_pairs=args.response_edit_pairs,
+        snippet_pairs=args.snippet_pairs,
         train_sources=args.train_sources,
         length_neutral_training=args.length_neutral_training,
     )
@@ -222,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="add N pairs made from dialogue's and summarization's own faithful train responses: the"
         " response as written against it with one name, number or statement changed (default: 0)",
+    )
+    halu.add_argument(
+        "--snippet-pairs",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="add N pairs whose context is the QA passage's answer sentence alone (a one-line"
+        " snippet), the right short answer against a wrong one, half restated as sentences (default: 0)",
     )
     halu.add_argument(
         "--train-sources",

@@ -497,3 +497,39 @@ def _interchangeable(other: str, text: str) -> bool:
     if a in b or b in a or is_number(other) != is_number(text):
         return False
     return not is_number(text) or len(other.replace(",", "")) == len(text.replace(",", ""))
+
+
+def snippet_answers(passages: Sequence[Passage], *, pairs: int, seed: int) -> list[dict[str, str]]:
+    """Up to `pairs` row pairs whose context is only the passage's sentence holding the right short
+    answer (a one-line snippet, as a retriever may return): the right answer against one of the
+    same kind absent from it, and as often the answer restated in a sentence (`answer_statement`'s
+    templates) against the same sentence with the wrong answer.
+
+    Trained on paragraph-long contexts alone, the encoder lets a short wrong answer pass against a
+    one-sentence context ("London" for "Where is the Eiffel Tower?" against "The Eiffel Tower is
+    a wrought-iron tower in Paris, France.": 0.84 with version 2).
+    """
+    rng = random.Random(f"{seed}:snippet_answers")
+    builder = _Builder(passages, rng)
+    out: list[dict[str, str]] = []
+    for passage in rng.sample(list(passages), len(passages)):
+        if len(out) >= 2 * pairs:
+            break
+        answer = passage.answer.strip().rstrip(".")
+        if not answer or len(answer.split()) > 4:
+            continue
+        pattern = re.compile(rf"\b{re.escape(answer)}\b", re.IGNORECASE)
+        snippet = next((s for s in sentences(passage.context) if pattern.search(s)), None)
+        wrong = builder.unlike(answer, snippet) if snippet else None
+        if not (snippet and wrong):
+            continue
+        faithful, hallucinated = answer, wrong
+        template = statement_template(passage.query) if rng.random() < 0.5 else None
+        if template:
+            faithful, hallucinated = _sentence(template.format(answer)), _sentence(template.format(wrong))
+        for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED)):
+            out.append(
+                {"input": passage.query, "output": output, "context": snippet,
+                 "label": label, "source": SOURCE, "kind": "snippet_answer"}
+            )  # fmt: skip
+    return out

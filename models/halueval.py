@@ -34,7 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from models.baselines import length_baseline_scores, word_overlap_scores
-from models.counterfactual import HALLUCINATED, SUPPORTED, Passage, counterfactual_pairs, response_edits
+from models.counterfactual import (
+    HALLUCINATED,
+    SUPPORTED,
+    Passage,
+    counterfactual_pairs,
+    response_edits,
+    snippet_answers,
+)
 from models.figures import roc_auc
 from service.runtime.evidence import content_words, words
 
@@ -287,6 +294,7 @@ def multitask_training_set(
     max_context_words: int = 230,
     counterfactual_pairs: int = 0,
     response_edit_pairs: int = 0,
+    snippet_pairs: int = 0,
     length_neutral_rows: bool = False,
 ) -> list[dict[str, str]]:
     """The shipped recipe's training rows: `contexts_per_task[task]` train-split contexts per task.
@@ -300,7 +308,9 @@ def multitask_training_set(
 
     Plus `counterfactual_pairs` pairs (`models.counterfactual`) from the train-split
     passages of QA and summarization: the same style on both sides, one fact apart, so style
-    stops predicting the label; and `response_edit_pairs` pairs (`models.counterfactual.
+    stops predicting the label; `snippet_pairs` pairs (`models.counterfactual.snippet_answers`:
+    the QA passage's answer sentence alone as the context, short answers right and wrong); and
+    `response_edit_pairs` pairs (`models.counterfactual.
     response_edits`) from dialogue's and summarization's own faithful responses, one fact changed.
     Short contexts (QA's, and counterfactuals from QA passages) are half the time hidden among
     other train passages (`training_mix`). Contexts longer than `max_context_words`
@@ -321,6 +331,12 @@ def multitask_training_set(
     if response_edit_pairs:
         for row in response_edit_rows(train_pairs, response_edit_pairs, seed + 3):
             (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
+    if snippet_pairs:  # one-sentence contexts: never hidden among other passages
+        qa = [Passage(s["context"], s["input"], s["output"]) for s, _ in train_pairs.get("qa", ())]
+        rows += [
+            dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
+            for r in snippet_answers(qa, pairs=snippet_pairs, seed=seed + 4)
+        ]
     qa_passages = [s["context"] for s, _ in train_pairs.get("qa", ())]
     if short and qa_passages:
         short = training_mix(short, seed=seed, passages=qa_passages, max_context_words=max_context_words)
@@ -371,6 +387,7 @@ def build_halueval_sets(
     test_pairs_per_task: int = 300,
     counterfactual_pairs: int = 0,
     response_edit_pairs: int = 0,
+    snippet_pairs: int = 0,
     train_sources: Collection[str] | None = None,
     eval_counterfactual_pairs: int = 200,
     length_neutral_training: bool = False,
@@ -413,7 +430,7 @@ def build_halueval_sets(
     sets["train"] = multitask_training_set(
         {name: s["train"] for name, s in splits.items()}, train_contexts,
         seed=seed, counterfactual_pairs=counterfactual_pairs, response_edit_pairs=response_edit_pairs,
-        length_neutral_rows=length_neutral_training,
+        snippet_pairs=snippet_pairs, length_neutral_rows=length_neutral_training,
     )  # fmt: skip
     if train_sources is not None:  # built whole, then filtered: the kept rows are the same either way
         sets["train"] = [row for row in sets["train"] if row["source"] in train_sources]

@@ -17,6 +17,7 @@ from models.counterfactual import (
     entities,
     response_edits,
     sentences,
+    snippet_answers,
     statement_template,
 )
 from service.runtime.evidence import words
@@ -268,3 +269,18 @@ def test_response_edits_are_seeded_and_skip_passages_without_a_response() -> Non
     assert response_edits(WRITTEN, pairs=5, seed=1) == response_edits(WRITTEN, pairs=5, seed=1)
     assert response_edits(PASSAGES, pairs=5, seed=1) == []
     assert len(response_edits(WRITTEN, pairs=2, seed=1)) == 4
+
+
+def test_snippet_answers_use_the_answer_sentence_alone_as_the_context() -> None:
+    pairs = []
+    for seed in range(6):
+        rows = snippet_answers(PASSAGES, pairs=10, seed=seed)
+        pairs += list(zip(rows[::2], rows[1::2], strict=True))
+    assert len(pairs) == 6 * 3  # each of the three passages with a short answer, every seed
+    for good, bad in pairs:
+        passage = next(p for p in PASSAGES if p.query == good["input"])
+        assert good["context"] == bad["context"] and good["context"] in sentences(passage.context)
+        assert passage.answer in good["output"] and passage.answer in good["context"]
+        assert not set(words(bad["output"])) - set(words(good["output"])) <= set(words(good["context"]))
+        assert (good["label"], bad["label"], good["kind"]) == (SUPPORTED, HALLUCINATED, "snippet_answer")
+    assert {good["output"] for good, _ in pairs} > {p.answer for p in PASSAGES if p.answer}  # some restated

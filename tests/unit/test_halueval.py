@@ -332,3 +332,14 @@ def test_train_sources_keep_those_rows_as_the_whole_build_has_them(wheel: Path, 
     pairs_alone = [r for r in read_rows(whole["train"]) if r["source"] == "synthetic_counterfactual"]
     assert read_rows(kept["train"]) == pairs_alone and len(pairs_alone) == 40
     assert read_rows(kept["eval"]) == read_rows(whole["eval"])
+
+
+def test_snippet_pairs_join_training_with_one_sentence_contexts(wheel: Path, tmp_path: Path) -> None:
+    paths = build_halueval_sets(
+        wheel, tmp_path / "sn", train_contexts=TRAIN_CONTEXTS, snippet_pairs=5, report=False
+    )
+    snippets = [r for r in read_rows(paths["train"]) if r["kind"] == "snippet_answer"]
+    assert len(snippets) == 10 and Counter(r["label"] for r in snippets) == {SUPPORTED: 5, HALLUCINATED: 5}
+    for row in snippets:
+        assert set(_sources_split(row["context"])) == {"train"}, row
+        assert row["context"].count(". ") == 0  # one sentence, never hidden among other passages
