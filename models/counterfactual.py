@@ -386,6 +386,14 @@ def _negate(sentence: str) -> str | None:
     return sentence[: m.start()] + replacement + sentence[m.end() :]
 
 
+def _pair_rows(query: str, context: str, faithful: str, hallucinated: str, kind: str) -> list[dict[str, str]]:
+    """A supported and a hallucinated row of one pair, in that order."""
+    return [
+        {"input": query, "output": output, "context": context, "label": label, "source": SOURCE, "kind": kind}
+        for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED))
+    ]
+
+
 def counterfactual_pairs(
     passages: Sequence[Passage], *, pairs: int, seed: int, kinds: Sequence[str] = KINDS
 ) -> list[dict[str, str]]:
@@ -411,11 +419,7 @@ def counterfactual_pairs(
             made = makers[kind](passage)
             if made and made[0] != made[1]:
                 faithful, hallucinated = made if kind in WORDED_BY_MAKER else builder.assistant_style(*made)
-                for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED)):
-                    out.append(
-                        {"input": passage.query, "output": output, "context": passage.context,
-                         "label": label, "source": SOURCE, "kind": kind}
-                    )  # fmt: skip
+                out += _pair_rows(passage.query, passage.context, faithful, hallucinated, kind)
                 turn += 1
                 break
     return out
@@ -444,11 +448,7 @@ def response_edits(passages: Sequence[Passage], *, pairs: int, seed: int) -> lis
             kind = RESPONSE_EDITS[(turn + attempt) % len(RESPONSE_EDITS)]
             edited = _edit_response(builder, kind, faithful, passage.context)
             if edited and edited != faithful:
-                for output, label in ((faithful, SUPPORTED), (edited, HALLUCINATED)):
-                    out.append(
-                        {"input": passage.query, "output": output, "context": passage.context,
-                         "label": label, "source": SOURCE, "kind": kind}
-                    )  # fmt: skip
+                out += _pair_rows(passage.query, passage.context, faithful, edited, kind)
                 turn += 1
                 break
     return out
@@ -527,9 +527,5 @@ def snippet_answers(passages: Sequence[Passage], *, pairs: int, seed: int) -> li
         template = statement_template(passage.query) if rng.random() < 0.5 else None
         if template:
             faithful, hallucinated = _sentence(template.format(answer)), _sentence(template.format(wrong))
-        for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED)):
-            out.append(
-                {"input": passage.query, "output": output, "context": snippet,
-                 "label": label, "source": SOURCE, "kind": "snippet_answer"}
-            )  # fmt: skip
+        out += _pair_rows(passage.query, snippet, faithful, hallucinated, "snippet_answer")
     return out

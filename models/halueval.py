@@ -184,16 +184,21 @@ def passages_for_counterfactuals(
     return out
 
 
+def as_csv_rows(made: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Synthetic pairs' rows in the customer's CSV columns (context id, word count), their kind kept."""
+    return [
+        dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
+        for r in made
+    ]
+
+
 def counterfactual_rows(
     pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int
 ) -> list[dict[str, str]]:
     """`counterfactual_pairs` from the given split's passages, as CSV rows."""
     rng = random.Random(f"{seed}:counterfactual")
     made = counterfactual_pairs(passages_for_counterfactuals(pairs_by_task, rng), pairs=pairs, seed=seed)
-    return [
-        dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
-        for r in made
-    ]
+    return as_csv_rows(made)
 
 
 def response_edit_rows(
@@ -205,10 +210,7 @@ def response_edit_rows(
         for task in ("dialogue", "summarization")
         for s, _ in pairs_by_task.get(task, ())
     ]
-    return [
-        dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
-        for r in response_edits(passages, pairs=pairs, seed=seed)
-    ]
+    return as_csv_rows(response_edits(passages, pairs=pairs, seed=seed))
 
 
 @dataclass(frozen=True)
@@ -333,10 +335,7 @@ def multitask_training_set(
             (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
     if snippet_pairs:  # one-sentence contexts: never hidden among other passages
         qa = [Passage(s["context"], s["input"], s["output"]) for s, _ in train_pairs.get("qa", ())]
-        rows += [
-            dict(_pair(r["input"], r["output"], r["context"], r["label"], r["source"]), kind=r["kind"])
-            for r in snippet_answers(qa, pairs=snippet_pairs, seed=seed + 4)
-        ]
+        rows += as_csv_rows(snippet_answers(qa, pairs=snippet_pairs, seed=seed + 4))
     qa_passages = [s["context"] for s, _ in train_pairs.get("qa", ())]
     if short and qa_passages:
         short = training_mix(short, seed=seed, passages=qa_passages, max_context_words=max_context_words)
