@@ -2,12 +2,13 @@
 
 The weights are learned on held-out rows (never the training rows the encoder saw), so how much
 a missing word counts against the encoder is measured, not guessed. The fit is constrained by
-what each input means: every evidence feature measures something the context lacks, so its
-weight may only count against support (<= 0), and the encoder's weight may only count for it
-(>= 0). Unconstrained, correlated features trade signs to fit one eval split's quirks (e.g. a
-positive weight on missing names that a second share cancels), and that does not transfer to
-other domains. scikit-learn's LogisticRegression has no bounds, so the L2-regularised log-loss
-is minimised with SciPy's L-BFGS-B, which takes them directly.
+what each input means: an evidence feature that measures something the context lacks may only
+count against support (<= 0); the encoder's weight, and that of a feature measuring what the
+context states (`FOR_SUPPORT`), may only count for it (>= 0). Unconstrained, correlated features
+trade signs to fit one eval split's quirks (e.g. a positive weight on missing names that a second
+share cancels), and that does not transfer to other domains. scikit-learn's LogisticRegression
+has no bounds, so the L2-regularised log-loss is minimised with SciPy's L-BFGS-B, which takes
+them directly.
 
 Items the encoder read in several windows (long documents) get weights of their own when asked
 (`windowed_features`), fitted on the eval rows read that way: there the encoder judged pieces of
@@ -25,6 +26,7 @@ from scipy.optimize import minimize
 
 from service.runtime.evidence import (
     EPSILON,
+    FOR_SUPPORT,
     EvidenceCombiner,
     EvidenceFeature,
     LogisticWeights,
@@ -99,7 +101,7 @@ def _fit(
         names = [groups[i] for i in subset]
         counts = {g: names.count(g) for g in set(names)}
         row_weights = np.array([len(names) / (len(counts) * counts[g]) for g in names])
-    weights, bias = _constrained_logistic(table, truth, row_weights)
+    weights, bias = _constrained_logistic(table, truth, row_weights, [f in FOR_SUPPORT for f in features])
     return LogisticWeights(
         model_weight=float(weights[0]),
         feature_weights={f: float(w) for f, w in zip(features, weights[1:], strict=True)},
@@ -107,9 +109,11 @@ def _fit(
     )
 
 
-def _constrained_logistic(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
-    """Weights (first >= 0, the rest <= 0) and an intercept minimising the row-weighted (`r`, mean 1)
-    log-loss + L2 / (2 C n)."""
+def _constrained_logistic(
+    x: np.ndarray, y: np.ndarray, r: np.ndarray, for_support: Sequence[bool]
+) -> tuple[np.ndarray, float]:
+    """Weights (the first, the encoder's, >= 0; each feature's >= 0 where `for_support`, else <= 0)
+    and an intercept minimising the row-weighted (`r`, mean 1) log-loss + L2 / (2 C n)."""
     n, d = x.shape
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -120,7 +124,7 @@ def _constrained_logistic(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> tuple[
         grad = np.append(x.T @ (r * (p - y)) / n + w[:d] / (L2 * n), np.mean(r * (p - y)))
         return float(value), grad
 
-    bounds = [(0.0, None)] + [(None, 0.0)] * (d - 1) + [(None, None)]
+    bounds = [(0.0, None)] + [(0.0, None) if up else (None, 0.0) for up in for_support] + [(None, None)]
     fit = minimize(loss, np.zeros(d + 1), jac=True, bounds=bounds, method="L-BFGS-B")
     if not fit.success:
         raise ValueError(f"fitting the evidence combiner did not converge: {fit.message}")

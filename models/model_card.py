@@ -31,6 +31,9 @@ FEATURE_MEANINGS = {
     EvidenceFeature.LOCAL_MISSING_SHARE: "share of the response's content words absent from the two"
     " consecutive context sentences that hold most of each response sentence's words: words found"
     " somewhere in a long document but not where the sentence's claim is",
+    EvidenceFeature.SHARE_STATED_SENTENCES: "share of the response's sentences whose every content word one"
+    " context sentence holds, negated alike: what the context states, restated (the one feature"
+    " whose weight counts for support)",
     EvidenceFeature.SHARE_CHANGED_QUANTITIES: "share of the response's quantities (a number and the word"
     " after it, such as '30 days') whose unit the context also counts, but never with that number: a"
     " number changed beside its unit",
@@ -128,6 +131,7 @@ def _evidence(m: Manifest) -> list[str]:
     c = m.evidence
     if c is None:
         return []
+
     def formula(weights: LogisticWeights) -> str:
         terms = " + ".join(f"{w:+.3f} x {f.value}" for f, w in weights.feature_weights.items())
         encoder = f"{weights.model_weight:.3f} x logit(p_encoder)"

@@ -73,9 +73,13 @@ class EvidenceFeature(StrEnum):
     )
     MISSING_CONTENT_UP_TO_2 = "missing_content_up_to_2"  # 0, 0.5 or 1: none, one, two or more absent
     LOCAL_MISSING_SHARE = "local_missing_share"  # as share_missing_content, against each sentence's source
+    SHARE_STATED_SENTENCES = "share_stated_sentences"  # of its sentences, the share a context sentence states
     SHARE_CHANGED_QUANTITIES = (
         "share_changed_quantities"  # of quantities in a unit the context counts, the share it never states
     )
+
+
+FOR_SUPPORT = frozenset({EvidenceFeature.SHARE_STATED_SENTENCES})  # the rest count against it
 
 
 def _share(part: int, whole: int) -> float:
@@ -123,6 +127,25 @@ def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> fl
         if closest is not None and len(claim & closest[0]) >= min_shared:
             flipped += closest[1] != negated
     return _share(flipped, judged)
+
+
+def share_stated_sentences(output: str, context: str) -> float:
+    """Of the response's sentences, the share whose every content word one context sentence holds,
+    negated alike ("No, gift cards cannot be returned." against "Gift cards cannot be returned.").
+
+    The one feature that speaks *for* support: an answer restating what the context says, word
+    for word and with its polarity, is supported whatever the encoder makes of its form (a denial,
+    a short phrase). A swapped word, a reversed statement or words gathered from two sentences
+    make a sentence unstated.
+    """
+    sources = [_claim_and_polarity(s) for s in sentences(context)]
+    judged = stated = 0
+    for sentence in sentences(output):
+        claim, negated = _claim_and_polarity(sentence)
+        if claim:
+            judged += 1
+            stated += any(claim <= words_ and negated == polarity for words_, polarity in sources)
+    return _share(stated, judged)
 
 
 def local_missing_share(output: str, context: str, span: int = SOURCE_SENTENCES) -> float:
@@ -220,6 +243,8 @@ def evidence_features(
         found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(output, context)
     if EvidenceFeature.LOCAL_MISSING_SHARE in wanted:
         found[EvidenceFeature.LOCAL_MISSING_SHARE] = local_missing_share(output, context)
+    if EvidenceFeature.SHARE_STATED_SENTENCES in wanted:
+        found[EvidenceFeature.SHARE_STATED_SENTENCES] = share_stated_sentences(output, context)
     if EvidenceFeature.SHARE_CHANGED_QUANTITIES in wanted:
         found[EvidenceFeature.SHARE_CHANGED_QUANTITIES] = share_changed_quantities(output, context)
     return {f: found[f] for f in EvidenceFeature if f in wanted}

@@ -10,7 +10,7 @@ import pytest
 
 from models.combine import fit_combiner
 from service.runtime.classifier import MetricModel
-from service.runtime.evidence import EvidenceCombiner, EvidenceFeature, evidence_features
+from service.runtime.evidence import FOR_SUPPORT, EvidenceCombiner, EvidenceFeature, evidence_features
 from tests.conftest import counting_spec
 from tests.tiny_models import expected_score, write_counting_artifact
 
@@ -38,9 +38,10 @@ def test_share_features_do_not_grow_with_the_response() -> None:
     short = "The museum opens at 9 am."
     long = "The museum opens at 9 am on weekdays. Entry costs 12 euros for adults. The museum opens at 9 am."
     shares = [f for f in F if f.value.startswith("share_") or f.value.startswith("weakest")]
-    for feature in shares:
-        assert evidence_features(short, context)[feature] == 0.0
-        assert evidence_features(long, context)[feature] == 0.0
+    for feature in shares:  # a fully supported response: nothing against it, everything for it
+        expected = 1.0 if feature in FOR_SUPPORT else 0.0
+        assert evidence_features(short, context)[feature] == expected
+        assert evidence_features(long, context)[feature] == expected
     assert evidence_features(long, context)[F.N_MISSING_CONTENT] == 0.0
 
 
@@ -119,6 +120,51 @@ def test_fit_combiner_keeps_every_feature_against_support() -> None:
     assert combiner.feature_weights[F.SHARE_MISSING_NAMES] <= 0.0
     assert combiner.feature_weights[F.SHARE_MISSING_CONTENT] <= 0.0
     assert combiner.model_weight > 0.5  # the encoder separates these rows: it carries the fit
+
+
+def test_fit_combiner_lets_a_feature_for_support_count_only_for_it() -> None:
+    # Stated sentences mark supported rows the encoder doubts: the weight lifts them. Where (a
+    # quirk of a toy split) they mark hallucinated rows, the weight stays >= 0, never against support.
+    rows, scores = [], []
+    context = "Gift cards cannot be returned. Orders can be returned within 30 days."
+    for i in range(200):
+        supported = i % 2 == 0
+        output = "No, gift cards cannot be returned." if supported else "Yes, gift cards can be returned."
+        rows.append(
+            {"output": output, "context": context, "label": "supported" if supported else "hallucinated"}
+        )
+        scores.append(0.3 if supported else 0.5)  # the encoder has them backwards
+    combiner = fit_combiner(scores, rows, "supported", [F.SHARE_STATED_SENTENCES], fitted_on="toy rows")
+    assert combiner.feature_weights[F.SHARE_STATED_SENTENCES] > 1.0
+    quirk = [  # here the stated sentence is the hallucinated one: unconstrained, its weight goes negative
+        dict(
+            r,
+            output="Gift cards cannot be returned." if r["label"] == "hallucinated" else "Returns are free.",
+        )
+        for r in rows
+    ]
+    flipped = fit_combiner(
+        [0.6 if i % 2 == 0 else 0.4 for i in range(200)], quirk, "supported", [F.SHARE_STATED_SENTENCES],
+        fitted_on="toy rows",
+    )  # fmt: skip
+    assert flipped.feature_weights[F.SHARE_STATED_SENTENCES] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("output", "share"),
+    [
+        ("No, gift cards cannot be returned.", 1.0),  # the context's sentence, its polarity kept
+        ("Yes, gift cards can be returned.", 0.0),  # reversed
+        ("Store cards cannot be returned.", 0.0),  # a swapped word
+        ("Gift cards cannot be returned within 30 days.", 0.0),  # words of two sentences together
+        ("Gift cards cannot be returned. Shipping is free.", 0.5),
+    ],
+)
+def test_share_stated_sentences_counts_sentences_the_context_states_whole(output: str, share: float) -> None:
+    context = "Gift cards cannot be returned. Orders can be returned within 30 days."
+    assert evidence_features(output, context, [F.SHARE_STATED_SENTENCES]) == {
+        F.SHARE_STATED_SENTENCES: pytest.approx(share)
+    }
 
 
 def test_fit_combiner_weighs_every_group_the_same() -> None:
