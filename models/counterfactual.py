@@ -41,6 +41,9 @@ or summary (a paraphrase, not a copy of the context) against the same text with 
 Both members then share a paraphrase's distance from the context, so closeness to the context's
 wording no longer tells them apart; only the changed fact does.
 
+Snippet answers (`snippet_answers`) take the QA passage's answer sentence alone as the context,
+as a retriever may return one line: the right short answer against a wrong one of the same kind.
+
 Half of the pairs are worded as an assistant answers (a lead-in such as "According to the
 document," on both members, parentheses dropped), so a verbatim copy does not mean supported.
 Only train-split (or, for the eval group, eval-split) passages are used. Generator: this module,
