@@ -169,6 +169,11 @@ def training_mix(
     return mixed
 
 
+def qa_passages(pairs_by_task: Mapping[str, Sequence[Pair]]) -> list[Passage]:
+    """QA's contexts as passages, with their question and right short answer."""
+    return [Passage(s["context"], s["input"], s["output"]) for s, _ in pairs_by_task.get("qa", ())]
+
+
 def passages_for_counterfactuals(
     pairs_by_task: Mapping[str, Sequence[Pair]], rng: random.Random, window_words: int = 230
 ) -> list[Passage]:
@@ -176,7 +181,7 @@ def passages_for_counterfactuals(
 
     Dialogue's knowledge (one or two short lines, CC BY-NC) gives no sentences to vary.
     """
-    out = [Passage(s["context"], s["input"], s["output"]) for s, _ in pairs_by_task.get("qa", ())]
+    out = qa_passages(pairs_by_task)
     for supported, _ in pairs_by_task.get("summarization", ()):
         tokens = supported["context"].split()
         start = rng.randrange(max(len(tokens) - window_words, 0) + 1)
@@ -327,18 +332,18 @@ def multitask_training_set(
         else:
             picked = flatten(rng.sample(list(train_pairs[task]), min(n, len(train_pairs[task]))))
         (short if task == "qa" else rows).extend(picked)
+    synthetic: list[dict[str, str]] = []
     if counterfactual_pairs:
-        for row in counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1):
-            (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
+        synthetic += counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1)
     if response_edit_pairs:
-        for row in response_edit_rows(train_pairs, response_edit_pairs, seed + 3):
-            (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
+        synthetic += response_edit_rows(train_pairs, response_edit_pairs, seed + 3)
+    for row in synthetic:
+        (short if len(row["context"].split()) < max_context_words // 2 else rows).append(row)
     if snippet_pairs:  # one-sentence contexts: never hidden among other passages
-        qa = [Passage(s["context"], s["input"], s["output"]) for s, _ in train_pairs.get("qa", ())]
-        rows += as_csv_rows(snippet_answers(qa, pairs=snippet_pairs, seed=seed + 4))
-    qa_passages = [s["context"] for s, _ in train_pairs.get("qa", ())]
-    if short and qa_passages:
-        short = training_mix(short, seed=seed, passages=qa_passages, max_context_words=max_context_words)
+        rows += as_csv_rows(snippet_answers(qa_passages(train_pairs), pairs=snippet_pairs, seed=seed + 4))
+    qa_contexts = [s["context"] for s, _ in train_pairs.get("qa", ())]
+    if short and qa_contexts:
+        short = training_mix(short, seed=seed, passages=qa_contexts, max_context_words=max_context_words)
     out: list[dict[str, str]] = []
     for row in [*short, *rows]:
         window = best_window(row["output"], row["context"], max_context_words)

@@ -103,7 +103,17 @@ def _claim_and_polarity(sentence: str) -> tuple[frozenset[str], bool]:
     return frozenset(w for w in tokens if w not in STOPWORDS), is_negated(tokens)
 
 
-def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> float:
+Sources = list[tuple[frozenset[str], bool]]  # each context sentence's content words and polarity
+
+
+def context_sources(context: str) -> Sources:
+    """What the polarity features compare a response sentence with: computed once per item."""
+    return [_claim_and_polarity(s) for s in sentences(context)]
+
+
+def share_polarity_flipped(
+    output: str, context: str, min_shared: int = 2, *, sources: Sources | None = None
+) -> float:
     """Of the response's sentences, the share whose closest context sentence has the other polarity.
 
     The closest context sentence is the one whose content words overlap the sentence's most
@@ -111,7 +121,7 @@ def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> fl
     a response sentence negated where its source is not, or the reverse ("Gift cards cannot be
     returned." / "Yes, gift cards can be returned."), states the opposite with the same words.
     """
-    sources = [_claim_and_polarity(s) for s in sentences(context)]
+    sources = context_sources(context) if sources is None else sources
     judged = flipped = 0
     for sentence in sentences(output):
         claim, negated = _claim_and_polarity(sentence)
@@ -129,7 +139,7 @@ def share_polarity_flipped(output: str, context: str, min_shared: int = 2) -> fl
     return _share(flipped, judged)
 
 
-def share_stated_sentences(output: str, context: str) -> float:
+def share_stated_sentences(output: str, context: str, *, sources: Sources | None = None) -> float:
     """Of the response's sentences, the share whose every content word one context sentence holds,
     negated alike ("No, gift cards cannot be returned." against "Gift cards cannot be returned.").
 
@@ -138,7 +148,7 @@ def share_stated_sentences(output: str, context: str) -> float:
     a short phrase). A swapped word, a reversed statement or words gathered from two sentences
     make a sentence unstated.
     """
-    sources = [_claim_and_polarity(s) for s in sentences(context)]
+    sources = context_sources(context) if sources is None else sources
     judged = stated = 0
     for sentence in sentences(output):
         claim, negated = _claim_and_polarity(sentence)
@@ -239,12 +249,18 @@ def evidence_features(
         if EvidenceFeature.SHARE_NOVEL_BIGRAMS in wanted:  # the context's pairs: the costly part
             novel = bigrams - set(pairwise(context_tokens))
             found[EvidenceFeature.SHARE_NOVEL_BIGRAMS] = _share(len(novel), len(bigrams))
-    if EvidenceFeature.SHARE_POLARITY_FLIPPED in wanted:
-        found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(output, context)
+    if wanted & {EvidenceFeature.SHARE_POLARITY_FLIPPED, EvidenceFeature.SHARE_STATED_SENTENCES}:
+        sources = context_sources(context)  # the context's sentences, read once for both
+        if EvidenceFeature.SHARE_POLARITY_FLIPPED in wanted:
+            found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(
+                output, context, sources=sources
+            )
+        if EvidenceFeature.SHARE_STATED_SENTENCES in wanted:
+            found[EvidenceFeature.SHARE_STATED_SENTENCES] = share_stated_sentences(
+                output, context, sources=sources
+            )
     if EvidenceFeature.LOCAL_MISSING_SHARE in wanted:
         found[EvidenceFeature.LOCAL_MISSING_SHARE] = local_missing_share(output, context)
-    if EvidenceFeature.SHARE_STATED_SENTENCES in wanted:
-        found[EvidenceFeature.SHARE_STATED_SENTENCES] = share_stated_sentences(output, context)
     if EvidenceFeature.SHARE_CHANGED_QUANTITIES in wanted:
         found[EvidenceFeature.SHARE_CHANGED_QUANTITIES] = share_changed_quantities(output, context)
     return {f: found[f] for f in EvidenceFeature if f in wanted}
