@@ -437,6 +437,9 @@ def build_halueval_sets(
         snippet_pairs=snippet_pairs, length_neutral_rows=length_neutral_training,
     )  # fmt: skip
     if train_sources is not None:  # built whole, then filtered: the kept rows are the same either way
+        built = {row["source"] for row in sets["train"]}
+        if missing := sorted(set(train_sources) - built):
+            raise ValueError(f"no training rows of source(s) {missing}; this build has {sorted(built)}")
         sets["train"] = [row for row in sets["train"] if row["source"] in train_sources]
     eval_rows: list[dict[str, str]] = []
     for name, s in splits.items():

@@ -332,6 +332,10 @@ def test_train_sources_keep_those_rows_as_the_whole_build_has_them(wheel: Path, 
     pairs_alone = [r for r in read_rows(whole["train"]) if r["source"] == "synthetic_counterfactual"]
     assert read_rows(kept["train"]) == pairs_alone and len(pairs_alone) == 40
     assert read_rows(kept["eval"]) == read_rows(whole["eval"])
+    with pytest.raises(ValueError, match=r"no training rows of source\(s\) \['synthetic'\]; this build has"):
+        build_halueval_sets(
+            wheel, tmp_path / "typo", train_contexts=TRAIN_CONTEXTS, train_sources={"synthetic"}
+        )
 
 
 def test_snippet_pairs_join_training_with_one_sentence_contexts(wheel: Path, tmp_path: Path) -> None:
