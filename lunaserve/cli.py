@@ -281,10 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--eval", type=Path, required=True, help="CSV for calibration and parity")
     ex.add_argument(
         "--quantization",
-        choices=["static", "dynamic", "embeddings", "none"],
+        choices=["static", "dynamic", "embeddings", "weights", "none"],
         default="static",
         help="static/dynamic: int8 encoder; embeddings: fp32 encoder, int8 word-embedding table only;"
-        " none: fp32 as exported",
+        " weights: fp32 encoder whose embeddings and MatMul weights are stored as int8 blocks"
+        " (a quarter of the file, folded back to fp32 at load); none: fp32 as exported",
     )
     ex.add_argument("--calibration-rows", type=int, default=128)
     ex.add_argument("--force", action="store_true", help="replace an existing version folder")

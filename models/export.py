@@ -31,11 +31,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from models.combine import fit_combiner
 from models.data_check import read_labelled_csv
-from models.embedding_quant import quantise_embedding_tables
 from models.parity import ParityError, ParityReport, measure_parity, onnx_forward
 from models.provenance import load_card_notes, source_info
 from models.repository import publish_entry
 from models.threshold import choose_threshold
+from models.weight_blocks import MIN_WEIGHT_ELEMENTS, quantise_embedding_tables, quantise_matmul_weights
 from service.runtime.classifier import score_encoded
 from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate, load_tokenizer
 from service.runtime.evidence import EvidenceCombiner, EvidenceFeature
@@ -45,8 +45,10 @@ from service.runtime.spec import MetricSpec
 log = logging.getLogger(__name__)
 
 # "embeddings": fp32 compute, only the word-embedding table stored as int8 blocks (half the file,
-# the same scores to within the parity gate); "none": the fp32 model as exported.
-Quantization = Literal["static", "dynamic", "embeddings", "none"]
+# the same scores to within the parity gate); "weights": fp32 compute, the embeddings and every
+# large MatMul weight stored as int8 blocks that ONNX Runtime folds back to fp32 at load (a
+# quarter of the file, the speed of fp32); "none": the fp32 model as exported.
+Quantization = Literal["static", "dynamic", "embeddings", "weights", "none"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ExportOptions:
     calibration_method: Literal["minmax", "percentile"] = "minmax"
     per_channel: bool = True  # per-channel weights: same speed, much closer to fp32
     embeddings_int8: bool = True  # word embeddings as int8 blocks: half the file, no speed cost
+    weight_min_elements: int = MIN_WEIGHT_ELEMENTS  # "weights": smaller MatMul weights stay fp32
     opset: int = 18
     parity_rows: int = 0  # 0: every row of the eval CSV
     batch_probe_items: int = 48  # items scored alone and in mixed batches for invariance
@@ -135,10 +138,18 @@ def quantise(
     model: Path, out: Path, options: ExportOptions, windows: Sequence[Window], pad_id: int
 ) -> dict[str, Any]:
     """Write the int8 (or fp32) model to `out`; returns what was done, for the manifest."""
-    if options.quantization in ("none", "embeddings"):
+    if options.quantization in ("none", "embeddings", "weights"):
         shutil.copyfile(model, out)
         if options.quantization == "embeddings":
             return {"mode": "embeddings", "embeddings": _embeddings(out)}
+        if options.quantization == "weights":
+            matmuls = quantise_matmul_weights(out, out, min_elements=options.weight_min_elements)
+            return {
+                "mode": "weights",
+                "compute": "fp32 (int8 blocks folded back to fp32 weights when the session loads)",
+                "embeddings": _embeddings(out),
+                "matmul_weights": {"int8_weight_only_blocks_of_32_along_k": len(matmuls)},
+            }
         return {"mode": "none"}
     nodes = weight_matmuls(model)
     if options.quantization == "dynamic":

@@ -179,11 +179,19 @@ def _threshold(m: Manifest) -> list[str]:
 def _artifact(m: Manifest) -> list[str]:
     p = m.parity
     q = m.export.get("quantization", {})
+    folded = q.get("matmul_weights", {}).get("int8_weight_only_blocks_of_32_along_k")
     return [
         "## Artifact and parity",
         "",
         f"- Quantisation: {q.get('mode', 'n/a')}"
         + (f", {q.get('weights')}, activations {q.get('activations')}" if q.get("mode") == "static" else "")
+        + (
+            f": fp32 compute; the word embeddings and {folded}"
+            " MatMul weights are stored as int8 blocks of 32 (one scale each), folded back to fp32"
+            " when the session loads"
+            if q.get("mode") == "weights"
+            else ""
+        )
         + ".",
         f"- Against the fp32 PyTorch checkpoint on {p.get('items', 'n/a')} eval items: decision agreement"
         f" {_fmt(p.get('decision_agreement'))}, largest score difference {_fmt(p.get('max_abs_score_diff'))},"

@@ -144,6 +144,38 @@ def test_export_embeddings_mode_keeps_fp32_compute(checkpoint: Path, tmp_path: P
     assert manifest.parity["batch_max_score_delta"] <= 1e-5
 
 
+def test_export_weights_mode_stores_int8_blocks_and_serves_fp32(checkpoint: Path, tmp_path: Path) -> None:
+    """`weights`: every MatMul weight stored as int8 blocks, folded back to fp32 when the session loads."""
+    import onnx
+    import onnxruntime as ort
+
+    spec = tiny_spec()
+    eval_csv = write_eval_csv(tmp_path / "eval.csv", spec.labels)
+    plain = export_to_repository(
+        checkpoint, spec, tmp_path / "plain", eval_csv=eval_csv, options=ExportOptions(quantization="none")
+    )
+    options = ExportOptions(quantization="weights", weight_min_elements=1)
+    folder = export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=options)
+    manifest = load_artifact(folder).manifest
+    quantisation = manifest.export["quantization"]
+    stored = onnx.load(str(folder / "model.onnx")).graph
+    int8 = [t for t in stored.initializer if t.data_type == onnx.TensorProto.INT8]
+    matmuls = quantisation["matmul_weights"]["int8_weight_only_blocks_of_32_along_k"]
+    assert quantisation["mode"] == "weights" and matmuls > 0 and len(int8) >= matmuls
+    assert (folder / "model.onnx").stat().st_size < (plain / "model.onnx").stat().st_size
+    assert manifest.parity["decision_agreement"] == 1.0
+    assert manifest.parity["batch_max_score_delta"] <= 1e-5
+    assert "folded back to fp32" in (folder / "MODEL_CARD.md").read_text()
+    # The dequantising nodes are constants only: the optimised graph keeps none of them.
+    options_ort = ort.SessionOptions()
+    options_ort.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options_ort.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(folder / "model.onnx"), options_ort, providers=["CPUExecutionProvider"])
+    optimised = onnx.load(str(tmp_path / "optimised.onnx")).graph
+    assert not [n.name for n in optimised.node if n.name.endswith("_dequantise")]
+    assert not [t.name for t in optimised.initializer if t.data_type == onnx.TensorProto.INT8]
+
+
 def test_export_options_refuse_windowed_weights_without_evidence() -> None:
     from models.export import ExportOptions
 
