@@ -320,10 +320,14 @@ def multitask_training_set(
     `response_edit_pairs` pairs (`models.counterfactual.
     response_edits`) from dialogue's and summarization's own faithful responses, one fact changed.
     Short contexts (QA's, and counterfactuals from QA passages) are half the time hidden among
-    other train passages (`training_mix`). Contexts longer than `max_context_words`
+    other train passages (`training_mix`). Synthetic pairs and those passages come only from the
+    tasks in `contexts_per_task`. Contexts longer than `max_context_words`
     (summarization's documents) become the response's best window.
     """
     rng = random.Random(seed)
+    # A task left out is left out whole: no synthetic pair from its passages, no distractor
+    # passage from its contexts (what a leave-one-task-out run must not see).
+    train_pairs = {task: pairs for task, pairs in train_pairs.items() if task in contexts_per_task}
     short: list[dict[str, str]] = []
     rows: list[dict[str, str]] = []
     for task, n in contexts_per_task.items():
@@ -449,8 +453,8 @@ def build_halueval_sets(
             eval_rows += length_neutral(flatten(s["eval"]), rng("qa_eval"))[: 2 * eval_pairs_per_task]
         else:
             eval_rows += flatten(length_matched(s["eval"], eval_pairs_per_task, rng(f"{name}_eval")))
-    if eval_counterfactual_pairs:  # the RAG kind: full-sentence answers, one fact changed
-        eval_passages = {name: splits[name]["eval"] for name in ("qa", "summarization")}
+    eval_passages = {name: splits[name]["eval"] for name in ("qa", "summarization") if name in train_contexts}
+    if eval_counterfactual_pairs and eval_passages:  # the RAG kind: full-sentence answers, one fact changed
         eval_rows += counterfactual_rows(eval_passages, eval_counterfactual_pairs, seed + 2)
     rng("eval").shuffle(eval_rows)
     sets["eval"] = eval_rows

@@ -209,6 +209,27 @@ def test_train_contexts_choose_the_task_mix(wheel: Path, tmp_path: Path) -> None
         build_halueval_sets(wheel, tmp_path / "x", train_contexts={"poetry": 3}, report=False)
 
 
+def test_a_task_left_out_lends_no_passage_to_synthetic_rows(wheel: Path, tmp_path: Path) -> None:
+    """Leave-one-task-out: QA left out means no counterfactual from a QA passage, in train or eval."""
+    paths = build_halueval_sets(
+        wheel, tmp_path / "noqa", train_contexts={"dialogue": 12, "summarization": 8},
+        counterfactual_pairs=20, snippet_pairs=5, eval_counterfactual_pairs=10, report=False,
+    )  # fmt: skip
+    for name in ("train", "eval"):
+        rows = read_rows(paths[name])
+        assert any(r["source"] == "synthetic_counterfactual" for r in rows), name
+        assert not [r for r in rows if "Town" in r["context"]], name  # every QA passage names its Town
+    with_qa = read_rows(
+        build_halueval_sets(
+            wheel, tmp_path / "qa", train_contexts={"qa": 10, "summarization": 8}, counterfactual_pairs=20,
+            report=False,
+        )["train"]
+    )  # fmt: skip
+    assert [r for r in with_qa if r["source"] == "synthetic_counterfactual" and "Town" in r["context"]]
+    dialogue_only = build_halueval_sets(wheel, tmp_path / "d", train_contexts={"dialogue": 5}, report=False)
+    assert {_task(r) for r in read_rows(dialogue_only["eval"])} == {"dialogue"}  # no passage to vary
+
+
 def test_length_neutral_training_rows_say_nothing_by_their_length(wheel: Path, tmp_path: Path) -> None:
     """The fixture's hallucinated QA answers are longer on average (1-12 words against 1-4)."""
     drawn = read_rows(
