@@ -162,6 +162,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate_to_files
 
+    if args.generalisation_of and not args.record:
+        raise CommandError("--generalisation-of needs --record NAME (the held-out task's name)")
     paths = evaluate_to_files(args.model_dir, args.test, args.out, existing_column=args.existing_column)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -171,8 +173,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         figures = json.loads(paths["json"].read_text(encoding="utf-8"))
         if args.description:
             figures["description"] = args.description
-        record_quality(args.model_dir, args.record, figures)
-        print(f"recorded as {args.record!r} in {args.model_dir / 'manifest.json'} and its model card")
+        if args.generalisation_of:
+            from models.repository import record_generalisation
+            from service.runtime.artifact import read_manifest
+
+            evaluated = read_manifest(args.model_dir)
+            figures["model"] = {"folder": str(args.model_dir), "sha256": evaluated.files["model.onnx"].sha256}
+            record_generalisation(args.generalisation_of, args.record, figures)
+            target = args.generalisation_of
+        else:
+            record_quality(args.model_dir, args.record, figures)
+            target = args.model_dir
+        print(f"recorded as {args.record!r} in {target / 'manifest.json'} and its model card")
     print(paths["markdown"].read_text(encoding="utf-8"))
     return 0
 
@@ -322,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--existing-column", help="column with an existing metric's scores to compare")
     ev.add_argument("--record", metavar="NAME", help="record the figures in the artifact's manifest and card")
     ev.add_argument("--description", help="with --record: one sentence on what the test set is")
+    ev.add_argument(
+        "--generalisation-of",
+        type=Path,
+        metavar="ENTRY",
+        help="with --record: the model evaluated was built by ENTRY's recipe with the test set's task"
+        " left out; record its figures as ENTRY's leave-one-task-out figure (manifest and card)",
+    )
     ev.set_defaults(handler=_cmd_evaluate)
     sv = sub.add_parser(
         "serve",

@@ -41,6 +41,7 @@ FEATURE_MEANINGS = {
 
 QUALITY_COLUMNS = ("roc_auc", "pr_auc", "macro_f1", "accuracy", "ece")
 BASELINE_ORDER = ("length_only", "word_overlap", "missing_words", "encoder_only", "majority", "existing")
+TRIVIAL_BASELINES = ("length_only", "word_overlap", "missing_words")  # need no model at all
 
 
 def _fmt(value: Any) -> str:
@@ -125,6 +126,34 @@ def _quality(m: Manifest) -> list[str]:
             ]
         lines.append("")
     return lines
+
+
+def _generalisation(m: Manifest) -> list[str]:
+    """Leave one task out: how the recipe does on a task it never saw, beside the trivial scorers."""
+    if not m.generalisation:
+        return []
+    lines = [
+        "## Generalisation: leave one task out",
+        "",
+        "Each row is a model built by this version's recipe with one task left out of training and"
+        " tuning (its combiner and threshold fitted on the other tasks' eval rows), scored on the"
+        " left-out task's test pairs. It says how the recipe may do on a domain it never saw.",
+        "",
+        "| left out | rows | ROC-AUC | accuracy at its threshold | threshold | best trivial scorer (AUC) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, f in m.generalisation.items():
+        trivial = {b: r["roc_auc"] for b, r in f.get("baselines", {}).items() if b in TRIVIAL_BASELINES}
+        best = max(trivial, key=lambda b: trivial[b], default=None)
+        shown = f"{best.replace('_', ' ')} ({_fmt(trivial[best])})" if best else "n/a"
+        lines.append(
+            f"| {task} | {f.get('rows', 'n/a')} | {_fmt(f.get('roc_auc'))} | {_fmt(f.get('accuracy'))}"
+            f" | {_fmt(f.get('threshold'))} | {shown} |"
+        )
+    descriptions = [
+        f"- {task}: {f['description']}" for task, f in m.generalisation.items() if f.get("description")
+    ]
+    return [*lines, "", *descriptions] if descriptions else lines
 
 
 def _evidence(m: Manifest) -> list[str]:
@@ -219,6 +248,7 @@ def render_model_card(m: Manifest) -> str:
         _evidence(m),
         _threshold(m),
         _quality(m),
+        _generalisation(m),
         _artifact(m),
         [
             "## Limits",

@@ -86,6 +86,17 @@ def record_quality(folder: Path, name: str, figures: dict[str, Any]) -> Manifest
     return updated
 
 
+def record_generalisation(folder: Path, held_out: str, figures: dict[str, Any]) -> Manifest:
+    """Add a leave-one-task-out figure to an entry's manifest and card: `figures` are those of a
+    model built by the entry's recipe without the task `held_out`, on that task's test pairs."""
+    load_artifact(folder)
+    manifest = read_manifest(folder)
+    updated = manifest.model_copy(update={"generalisation": {**manifest.generalisation, held_out: figures}})
+    _write_card_and_manifest(folder, updated)
+    load_artifact(folder)
+    return updated
+
+
 def _write_card_and_manifest(folder: Path, manifest: Manifest) -> None:
     weights = manifest.model_copy(update={"files": digest_files(folder, (MODEL_NAME, TOKENIZER_NAME))})
     (folder / CARD_NAME).write_text(render_model_card(weights), encoding="utf-8")

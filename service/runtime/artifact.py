@@ -53,6 +53,10 @@ class Manifest(BaseModel):
     files: dict[str, FileDigest]
     parity: dict[str, Any] = Field(description="Figures against the reference model.")
     quality: dict[str, Any] = Field(default_factory=dict, description="Figures on test sets.")
+    generalisation: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Leave one task out: this recipe's models built without a task, scored on that task.",
+    )
     evidence: EvidenceCombiner | None = Field(
         None, description="Evidence combined with the encoder's score; part of the metric when present."
     )

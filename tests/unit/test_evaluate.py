@@ -138,6 +138,34 @@ def test_cli_evaluate_record_updates_manifest_and_card(
     assert "| **model** |" in capsys.readouterr().out
 
 
+def test_cli_evaluate_records_a_left_out_task_into_the_shipped_entry(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--generalisation-of`: a model built without a task, scored on it, reported in the entry's card."""
+    import shutil
+
+    from service.runtime.artifact import load_artifact
+
+    shipped = tmp_path / "shipped" / artifact.parent.name / artifact.name
+    shutil.copytree(artifact, shipped)
+    before = load_artifact(shipped).manifest
+    test_csv = write_test_csv(tmp_path / "test.csv")
+    argv = ["evaluate", str(artifact), "--test", str(test_csv), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--generalisation-of", str(shipped)]) == 1  # needs --record
+    assert "needs --record" in capsys.readouterr().err
+    code = main([*argv, "--record", "toy_task", "--generalisation-of", str(shipped), "--description", "Toy."])
+    assert code == 0
+    manifest = load_artifact(shipped).manifest  # digests still check out after the rewrite
+    figures = manifest.generalisation["toy_task"]
+    assert figures["rows"] == 40 and figures["model"]["sha256"] == before.files["model.onnx"].sha256
+    assert manifest.quality == before.quality  # the entry's own figures untouched
+    assert not load_artifact(artifact).manifest.generalisation  # the evaluated model's manifest untouched
+    card = (shipped / "MODEL_CARD.md").read_text()
+    assert "## Generalisation: leave one task out" in card
+    row = next(line for line in card.splitlines() if line.startswith("| toy_task |"))
+    assert f"{figures['roc_auc']:.3f}"[:4] in row and "(" in row and "- toy_task: Toy." in card
+
+
 def test_evaluate_reports_encoder_alone_beside_a_combiner(tmp_path: Path) -> None:
     from service.runtime.evidence import EvidenceCombiner, EvidenceFeature
 
