@@ -189,6 +189,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from models.calibrate import Objective, calibrate
+
+    if args.bootstrap < 1:
+        raise CommandError(f"--bootstrap {args.bootstrap}: needs at least 1 resample")
+    result = calibrate(
+        args.model_dir,
+        args.test,
+        Objective.parse(args.objective),
+        repository=args.repository,
+        version=args.version,
+        samples=args.bootstrap,
+        seed=args.seed,
+    )
+    record = result.record
+    before, reached, stability = record["before"], record["reached"], record["stability"]
+    print(
+        f"threshold {record['previous_threshold']:.4g} -> {result.threshold:.4g}"
+        f" ({record['objective']}, {record['fitted_on']})"
+    )
+    for name in ("bad_precision", "bad_recall", "macro_f1", "accuracy"):
+        print(f"  {name}: {before[name]:.3f} -> {reached[name]:.3f}")
+    if "threshold" in stability:
+        lo, hi = stability["threshold"]
+        print(
+            f"  bootstrap 90% interval of the threshold: {lo:.4g}-{hi:.4g} ({stability['samples']} samples)"
+        )
+    if stability["unreachable_samples"]:
+        print(
+            f"  {stability['unreachable_samples']} of {stability['samples']} resamples"
+            " could not reach the objective"
+        )
+    print(f"published {result.folder} (a server serves the newest version that verifies)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lunaserve",
@@ -342,6 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
         " left out; record its figures as ENTRY's leave-one-task-out figure (manifest and card)",
     )
     ev.set_defaults(handler=_cmd_evaluate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit a metric's threshold on your labelled test CSV; a new version sharing its model files",
+    )
+    cal.add_argument(
+        "model_dir", type=Path, help="the repository entry to calibrate, e.g. repository/context_adherence/2"
+    )
+    cal.add_argument("--test", type=Path, required=True, help="your labelled test CSV (data check rules)")
+    cal.add_argument(
+        "--objective",
+        default="macro_f1",
+        help="macro_f1 (default); bad_precision:P (flags right at least P of the time, as many bad rows"
+        " flagged as that allows); bad_recall:R (at least R of the bad rows flagged, flags as often right"
+        " as that allows)",
+    )
+    cal.add_argument("--bootstrap", type=int, default=1000, help="resamples for the stability interval")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--repository", type=Path, help="where the new version goes (default: the entry's own)")
+    cal.add_argument("--version", help="the new version's name (default: one above the highest)")
+    cal.set_defaults(handler=_cmd_calibrate)
     sv = sub.add_parser(
         "serve",
         help="serve every metric in the repository over HTTP",

@@ -195,6 +195,8 @@ def _threshold(m: Manifest) -> list[str]:
         "",
         f"Threshold **{m.spec.threshold:.4g}**: {t.get('rule', 'n/a')}.",
     ]
+    if t.get("calibrated_from"):
+        return [*lines, *_calibration(t)]
     if t.get("fitted_on"):
         lines.append(f"Chosen on {t['fitted_on']}; accuracy there per task at this threshold:")
         lines += ["", "| task | rows | accuracy |", "|---|---|---|"]
@@ -202,6 +204,42 @@ def _threshold(m: Manifest) -> list[str]:
         lines += [
             f"| {g} | {rows.get(g, 'n/a')} | {_fmt(a)} |" for g, a in t.get("accuracy_by_group", {}).items()
         ]
+    return lines
+
+
+def _calibration(t: dict[str, Any]) -> list[str]:
+    """`lunaserve calibrate`: the customer's rows, the figures before and after, the interval."""
+    stability = t.get("stability", {})
+    name = t.get("objective", "").split(":")[0]
+    lines = [
+        f"Calibrated from {t['calibrated_from']} on {t.get('fitted_on', 'n/a')}"
+        f" ({t.get('calibrated_at', 'n/a')}).",
+        "These figures are on the rows the threshold was fitted on, so they are optimistic; the"
+        " bootstrap interval says how far they may move on new rows of the same kind.",
+        "",
+        "| at | threshold | bad-class precision | bad-class recall | macro-F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for label, figures, value in (
+        ("the previous threshold", t.get("before", {}), _fmt(t.get("previous_threshold"))),
+        ("the fitted threshold", t.get("reached", {}), f"{t['value']:.4g}"),
+    ):
+        lines.append(
+            f"| {label} | {value} | {_fmt(figures.get('bad_precision'))} | {_fmt(figures.get('bad_recall'))}"
+            f" | {_fmt(figures.get('macro_f1'))} |"
+        )
+    if stability:
+        lo, hi = stability.get("interval_percentiles", [5, 95])
+        parts = [f"{stability.get('samples')} bootstrap samples (seed {stability.get('seed')})"]
+        if "threshold" in stability:
+            parts.append("refitted threshold {:.4g}-{:.4g}".format(*stability["threshold"]))
+        if f"{name}_at_threshold" in stability:
+            parts.append(
+                "{} at the fitted threshold {:.3f}-{:.3f}".format(name, *stability[f"{name}_at_threshold"])
+            )
+        if stability.get("unreachable_samples"):
+            parts.append(f"{stability['unreachable_samples']} samples could not reach the objective")
+        lines += ["", f"Stability, {hi - lo:g}% interval over " + "; ".join(parts) + "."]
     return lines
 
 

@@ -7,6 +7,7 @@ the repository never sees half an entry.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,16 +43,21 @@ def publish_entry(
     quality: dict[str, Any] | None = None,
     evidence: EvidenceCombiner | None = None,
     force: bool = False,
+    link_files: bool = False,
 ) -> Path:
-    """Write `<repository>/<name>/<version>/` atomically and return it, verified."""
+    """Write `<repository>/<name>/<version>/` atomically and return it, verified.
+
+    With `link_files`, the model and tokenizer are hard links to the given files where the file
+    system allows (a recalibrated version shares its weights on disk; in git, equal files are one
+    blob anyway), copies otherwise."""
     target = repository / spec.name / spec.version
     target.parent.mkdir(parents=True, exist_ok=True)
     (repository / STAGING).mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{spec.version}-", dir=repository / STAGING))
     staging.chmod(0o755)  # mkdtemp makes it private; a server may run as another user
     try:
-        shutil.copyfile(model, staging / MODEL_NAME)
-        shutil.copyfile(tokenizer, staging / TOKENIZER_NAME)
+        for source_file, name in ((model, MODEL_NAME), (tokenizer, TOKENIZER_NAME)):
+            _place(source_file, staging / name, link=link_files)
         manifest = Manifest(
             spec=spec,
             source=SourceInfo(**source),
@@ -73,6 +79,16 @@ def publish_entry(
             shutil.rmtree(staging)
     load_artifact(target)
     return target
+
+
+def _place(source: Path, target: Path, *, link: bool) -> None:
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed: a copy is as good
+            pass
+    shutil.copyfile(source, target)
 
 
 def record_quality(folder: Path, name: str, figures: dict[str, Any]) -> Manifest:
