@@ -15,35 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
+from models.latency_probe import item_of_tokens, percentile
 from service.runtime.classifier import MetricModel
-
-FILLER = (
-    "The river flows past the old mill before it reaches the harbour where ships from many "
-    "countries unload grain timber and cloth for the markets of the city"
-).split()
-
-
-def item_of_tokens(model: MetricModel, tokens: int) -> dict[str, str]:
-    """An item whose encoded window has exactly `tokens` tokens (response + context)."""
-    output = "The harbour receives grain from many countries."
-    words: list[str] = []
-    while True:
-        item = {"input": "", "output": output, "context": " ".join(words)}
-        encoded = model.encoder.encode(item)
-        if len(encoded.windows[0]) >= tokens or len(encoded.windows) > 1:
-            break
-        words.append(FILLER[len(words) % len(FILLER)])
-    # back off one word at a time until the window is at most `tokens` long
-    while len(model.encoder.encode(item).windows[0]) > tokens:
-        words.pop()
-        item = {"input": "", "output": output, "context": " ".join(words)}
-    return item
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def measure(model: MetricModel, lengths: list[int], runs: int, batch_sizes: list[int]) -> dict[str, object]:

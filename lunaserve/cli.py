@@ -189,6 +189,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from loadtest.requirements import load_requirements
+    from models.plan import DecisionRule, make_plan, render_plan
+
+    if not 0 < args.good_enough <= 1:
+        raise CommandError(f"--good-enough {args.good_enough}: must be in (0, 1]")
+    plan = make_plan(
+        args.test,
+        load_spec(args.spec),
+        preset=args.preset,
+        requirements=load_requirements(args.requirements) if args.requirements else None,
+        judge_column=args.judge_column,
+        train_csv=args.train,
+        rule=DecisionRule(good_enough_macro_f1=args.good_enough, min_gain_over_trivial=args.min_gain),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
+    markdown = render_plan(plan)
+    (args.out / "plan.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"written: {args.out / 'plan.json'}, {args.out / 'plan.md'}")
+    return 0 if plan.approach else CHECK_FAILED
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from models.calibrate import Objective, calibrate
 
@@ -378,6 +402,29 @@ def build_parser() -> argparse.ArgumentParser:
         " left out; record its figures as ENTRY's leave-one-task-out figure (manifest and card)",
     )
     ev.set_defaults(handler=_cmd_evaluate)
+
+    pl = sub.add_parser(
+        "plan",
+        help="which approach (preset as is, fine-tune it, or a new metric), from your test set and needs",
+    )
+    pl.add_argument("--test", type=Path, required=True, help="your labelled test CSV")
+    pl.add_argument("--preset", type=Path, help="a repository entry, e.g. repository/context_adherence/2")
+    pl.add_argument(
+        "--spec", type=Path, default=DEFAULT_SPEC, help="without --preset: the spec the rows follow"
+    )
+    pl.add_argument("--requirements", type=Path, help="latency and load requirements (as for signoff)")
+    pl.add_argument(
+        "--judge-column", help="a test-set column of LLM-judge scores (0-1, high = positive) or labels"
+    )
+    pl.add_argument(
+        "--train", type=Path, help="your training CSV, if you have one (checked, and for leakage)"
+    )
+    pl.add_argument("--good-enough", type=float, default=0.80, help="macro-F1 at the fitted threshold (0.80)")
+    pl.add_argument(
+        "--min-gain", type=float, default=0.0, help="ROC-AUC the preset must add over trivial (0)"
+    )
+    pl.add_argument("--out", type=Path, default=Path("build/plan"), help="where plan.json and plan.md go")
+    pl.set_defaults(handler=_cmd_plan)
 
     cal = sub.add_parser(
         "calibrate",
