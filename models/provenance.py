@@ -32,7 +32,33 @@ def training_record(checkpoint: Path) -> dict[str, Any]:
             record["last_epoch_eval"] = {k: event[k] for k in ("roc_auc", "f1", "loss") if k in event}
         elif kind == "end":
             record["training_seconds"] = event.get("duration_s")
+    if record.get("train_csv") and (share := synthetic_share(Path(record["train_csv"]))):
+        record["synthetic_rows"] = share
     return record
+
+
+def synthetic_share(train_csv: Path) -> str | None:
+    """The training CSV's synthetic rows and who wrote them, as the card states it (None: none)."""
+    import csv
+    from collections import Counter
+
+    if not train_csv.is_file():
+        return None
+    with open(train_csv, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if "source" not in (reader.fieldnames or []):
+            return None
+        rows = 0
+        generators: Counter[str] = Counter()
+        for row in reader:
+            rows += 1
+            if (row.get("source") or "").startswith("synthetic"):
+                generators[(row.get("generator") or "").strip() or "generator not stated"] += 1
+    if not generators:
+        return None
+    synthetic = sum(generators.values())
+    by = "; ".join(f"{n} by {g}" for g, n in generators.most_common())
+    return f"{synthetic} of {rows} training rows ({synthetic / rows:.0%}) are synthetic: {by}"
 
 
 def load_card_notes(path: Path | None) -> dict[str, Any]:
