@@ -240,6 +240,48 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0 if plan.approach else CHECK_FAILED
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from lunaserve.build import Build, BuildInputs, BuildStopped, FinetuneSettings, clear
+
+    inputs = BuildInputs(
+        run_dir=args.run,
+        test_csv=args.test,
+        repository=args.repository,
+        spec=args.spec,
+        preset=args.preset,
+        base=args.base,
+        train_csv=args.train,
+        eval_csv=args.eval,
+        requirements=args.requirements,
+        judge_column=args.judge_column,
+        approach=args.approach,
+        objective=args.objective,
+        quantization=args.quantization,
+        finetune=FinetuneSettings(
+            epochs=args.epochs,
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+            max_train_tokens=args.max_train_tokens,
+            seed=args.seed,
+            bf16=args.bf16,
+        ),
+        url=args.url,
+        admin_key_env=args.admin_key_env,
+    )
+    if args.fresh:
+        clear(args.run)
+    try:
+        summary = Build(inputs, say=lambda line: print(line, flush=True)).run()
+    except BuildStopped as exc:
+        print(f"lunaserve build: stopped: {exc}", file=sys.stderr)
+        print(
+            "lunaserve build: fix it and run the same command again; finished steps are kept", file=sys.stderr
+        )
+        return CHECK_FAILED
+    print(f"built {summary['entry']} ({summary['approach']}) in {summary['elapsed_s']:.0f} s")
+    return OK
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from models.calibrate import Objective, calibrate
 
@@ -465,6 +507,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--out", type=Path, default=Path("build/plan"), help="where plan.json and plan.md go")
     pl.set_defaults(handler=_cmd_plan)
+
+    bd = sub.add_parser(
+        "build",
+        help="check, plan, fine-tune, export, evaluate, calibrate, deploy and sign off, resumable",
+    )
+    bd.add_argument(
+        "--run", type=Path, required=True, help="the run directory (re-run the command to resume)"
+    )
+    bd.add_argument("--test", type=Path, required=True, help="your labelled test CSV")
+    bd.add_argument("--repository", type=Path, default=Path("repository"), help="where the new version goes")
+    bd.add_argument("--preset", type=Path, help="a repository entry to use as is or fine-tune")
+    bd.add_argument("--spec", type=Path, help="without --preset: the new metric's spec")
+    bd.add_argument("--base", type=Path, help="the checkpoint to fine-tune (HF folder)")
+    bd.add_argument("--train", type=Path, help="training CSV (about 4,000 rows balanced 50/50)")
+    bd.add_argument("--eval", type=Path, help="eval CSV (default: 10%% of the training contexts)")
+    bd.add_argument(
+        "--requirements", type=Path, help="latency and load requirements: plan check and sign-off"
+    )
+    bd.add_argument("--judge-column", help="a test-set column of LLM-judge scores or labels (for the plan)")
+    bd.add_argument("--approach", choices=["preset_as_is", "finetune_preset", "custom_metric"])
+    bd.add_argument("--objective", default="macro_f1", help="calibration objective (see `calibrate`)")
+    bd.add_argument(
+        "--quantization", choices=["static", "dynamic", "embeddings", "weights", "none"], default="static"
+    )
+    bd.add_argument("--epochs", type=int, default=2)
+    bd.add_argument("--lr", type=float, default=5e-5)
+    bd.add_argument("--batch-size", type=int, default=16)
+    bd.add_argument("--max-train-tokens", type=int, default=384)
+    bd.add_argument("--seed", type=int, default=0)
+    bd.add_argument("--bf16", action="store_true")
+    bd.add_argument("--url", help="a running server to hot-swap the new version into (admin API)")
+    bd.add_argument("--admin-key-env", default="LUNASERVE_ADMIN_KEY", help="variable holding its admin key")
+    bd.add_argument("--fresh", action="store_true", help="forget finished steps and run everything again")
+    bd.set_defaults(handler=_cmd_build)
 
     cal = sub.add_parser(
         "calibrate",
