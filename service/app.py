@@ -18,7 +18,7 @@ from service.api.routes import router
 from service.batching.clock import Clock, MonotonicClock
 from service.batching.runner import RunnerFactory, ThreadRunner
 from service.config import Settings
-from service.metrics import ServerMetrics
+from service.metrics import HealthCollector, ServerMetrics
 from service.registry import MetricRegistry
 from service.runtime.spec import MetricSpec
 from service.state import AppState
@@ -107,11 +107,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = MetricRegistry(settings, server_metrics, clock, runner_factory)
         app.state.lunaserve = AppState(settings, clock, registry, prometheus_registry)
+        health = HealthCollector(
+            ready=lambda: all(v == "ok" for v in registry.health().values()),
+            schedulers=lambda: {n: m.scheduler.alive for n, m in registry.active.items()},
+        )
+        prometheus_registry.register(health)
         await registry.start()
         try:
             yield
         finally:
             await registry.close()
+            prometheus_registry.unregister(health)
             totals = server_metrics.outcome_totals()
             log.info("drained and stopped; requests by outcome: %s", json.dumps(totals))
 

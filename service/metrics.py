@@ -9,7 +9,11 @@ scheduler's observer (`service.batching.observer`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from service.batching.policy import Priority
 
@@ -170,3 +174,27 @@ class SchedulerMetrics:
     def request_scored(self, priority: Priority, inference_s: float, tokens: int) -> None:
         self.m.inference_duration.labels(self.metric, TRAFFIC_CLASS[priority]).observe(inference_s)
         self.m.input_tokens.labels(self.metric).observe(tokens)
+
+
+class HealthCollector(Collector):
+    """Readiness and each scheduler's liveness, read when Prometheus scrapes (never stale).
+
+    `lunaserve_ready` is 1 when /readyz answers 200; `lunaserve_scheduler_alive` is 1 per served
+    metric whose scheduler task runs: the series the deploy/prometheus alerts are written on.
+    """
+
+    def __init__(self, ready: Callable[[], bool], schedulers: Callable[[], Mapping[str, bool]]) -> None:
+        self.ready = ready
+        self.schedulers = schedulers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("lunaserve_ready", "1 when the server is ready to score (as /readyz).",
+                                value=1.0 if self.ready() else 0.0)  # fmt: skip
+        alive = GaugeMetricFamily(
+            "lunaserve_scheduler_alive",
+            "1 when a served metric's batch scheduler is running.",
+            labels=["metric"],
+        )
+        for metric, running in sorted(self.schedulers().items()):
+            alive.add_metric([metric], 1.0 if running else 0.0)
+        yield alive

@@ -195,6 +195,20 @@ async def test_api_probes_and_prometheus(client: httpx.AsyncClient, prometheus: 
     assert prometheus.get_sample_value("lunaserve_model_info", info) == 1.0
     padding = {"metric": "context_adherence", "le": "+Inf"}
     assert prometheus.get_sample_value("lunaserve_batch_padding_ratio_bucket", padding) == 1.0
+    assert prometheus.get_sample_value("lunaserve_ready") == 1.0
+    alive = {"metric": "context_adherence"}
+    assert prometheus.get_sample_value("lunaserve_scheduler_alive", alive) == 1.0
+
+
+def test_health_collector_reports_not_ready_and_a_dead_scheduler() -> None:
+    from service.metrics import HealthCollector
+
+    registry = CollectorRegistry()
+    schedulers = {"a": True, "b": False}
+    registry.register(HealthCollector(ready=lambda: False, schedulers=lambda: schedulers))
+    assert registry.get_sample_value("lunaserve_ready") == 0.0
+    assert registry.get_sample_value("lunaserve_scheduler_alive", {"metric": "a"}) == 1.0
+    assert registry.get_sample_value("lunaserve_scheduler_alive", {"metric": "b"}) == 0.0
 
 
 async def test_api_traffic_class_defaults_to_the_metric_use_case(
