@@ -21,14 +21,21 @@ from tests.tiny_models import write_counting_artifact
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def check_with_promtool(scrape: str) -> None:
-    """`promtool check metrics` on a scrape: skipped where promtool is absent, a failure in CI."""
+def promtool_path() -> str:
+    """promtool from the venv or PATH: skips where it is absent, fails in CI (setup installs it)."""
     promtool = shutil.which("promtool") or str(Path(sys.executable).parent / "promtool")
     if not Path(promtool).exists():
         if os.environ.get("CI"):
             pytest.fail("promtool is missing in CI: scripts/install-promtool should have put it in .venv/bin")
         pytest.skip("promtool not installed (make setup installs it)")
-    check = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True)
+    return promtool
+
+
+def check_with_promtool(scrape: str) -> None:
+    """`promtool check metrics` on a scrape: skipped where promtool is absent, a failure in CI."""
+    check = subprocess.run(
+        [promtool_path(), "check", "metrics"], input=scrape, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
