@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint default-metric default-metric-export default-metric-eval default-metric-loto clean
+.PHONY: setup serve observe test lint default-metric default-metric-export default-metric-eval default-metric-loto clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,15 +12,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-# promtool (for `promtool check metrics` in the e2e tests) comes unpacked from Debian's package.
-$(BIN)/promtool: | $(STAMP)
-	scripts/install-promtool $(BIN) || echo "warning: could not install promtool; its e2e check will be skipped outside CI"
+# prometheus and promtool (rules and scrapes checked in the tests, `make observe`) come unpacked
+# from Debian's package.
+$(BIN)/prometheus: | $(STAMP)
+	scripts/install-prometheus $(BIN) || echo "warning: could not install prometheus; its tests will be skipped outside CI"
 
-setup: $(STAMP) $(BIN)/promtool
+setup: $(STAMP) $(BIN)/prometheus
 
 # Serves every metric in repository/ (the shipped context_adherence) at 127.0.0.1:8000.
 serve: setup
 	$(BIN)/lunaserve serve --repository repository --host 127.0.0.1 --port 8000
+
+# lunaserve on repository/ with a real Prometheus beside it (deploy/prometheus/rules.yaml loaded),
+# both on loopback; prints their addresses. `make observe OBSERVE_ARGS="--alert-for 0"` makes the
+# alerts fire without their minutes of waiting.
+observe: setup
+	$(BIN)/python -m lunaserve.observe --repository repository $(OBSERVE_ARGS)
 
 # Rebuilds repository/context_adherence/2 (the default metric) from the pinned downloads, seeded
 # (README: how long it took). Three stages (candidate G3 of docs/quality.md):
