@@ -295,7 +295,9 @@ class Build:
                 checkpoint, staged_spec, staging, eval_csv=eval_csv, options=options, force=True
             )
         except ParityError as exc:
-            raise BuildStopped(f"parity gate: {exc}") from None
+            fp32 = i.quantization in ("weights", "none")
+            hint = "" if fp32 else "; try --quantization weights (fp32 compute)"
+            raise BuildStopped(f"parity gate: {exc}{hint}") from None
         return {"entry": str(entry)}
 
     def _evaluate(self, work: Path, entry: Path) -> dict[str, Any]:
