@@ -27,5 +27,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=2s --start-period=30s \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/livez', timeout=2).status != 200)"]
-# Set LUNASERVE_INTRA_OP_THREADS to the container's CPU limit.
+# ONNX Runtime threads follow the container's CPU limit (its cgroup quota): see service/runtime/cpus.py.
 ENTRYPOINT ["lunaserve", "serve"]

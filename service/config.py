@@ -177,7 +177,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     intra_op_threads: int = Field(
-        0, ge=0, description="ONNX Runtime threads per model (0: all cores); set to the CPU limit."
+        0,
+        ge=0,
+        description="ONNX Runtime threads per model (0: the CPUs this process may use, its cgroup quota"
+        " included).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout_s: float = Field(30, gt=0, description="Longest wait for queued work on shutdown.")

@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.runtime.cpus import usable_cpus
+
 
 class OnnxSession:
     """One InferenceSession with its threads fixed, fed only the inputs the graph declares."""
 
     def __init__(self, model_path: Path, *, intra_op_threads: int = 0) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads  # 0 lets ORT use every core
+        # 0: every CPU this process may use (affinity and cgroup quota), not every core of the host
+        options.intra_op_num_threads = intra_op_threads or usable_cpus()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
