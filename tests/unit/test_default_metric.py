@@ -88,9 +88,7 @@ def test_default_metric_windows_a_long_context(model: MetricModel) -> None:
 
 
 # Version 2's known misses: kept in the test, expected to fail until a version gets them right.
-KNOWN_MISSES = {
-    "No, gift cards cannot be returned.": "the encoder still reads a faithful denial as a hallucination",
-}
+KNOWN_MISSES: dict[str, str] = {}  # faithful answer -> why it fails (none today)
 OBVIOUS = [
     pytest.param(pair, id=pair["faithful"][:40], marks=[pytest.mark.xfail(strict=True, reason=why)])
     if (why := KNOWN_MISSES.get(pair["faithful"]))
