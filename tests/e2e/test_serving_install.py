@@ -26,7 +26,8 @@ COPIED = ["pyproject.toml", "README.md", "constraints.txt", "lunaserve", "servic
 def dockerfile_copies() -> list[str]:
     """What the Dockerfile's build stage copies into its source folder."""
     lines = (ROOT / "Dockerfile").read_text().splitlines()
-    build_stage = lines[: next(i for i, line in enumerate(lines) if line.startswith("FROM") and i > 0)]
+    stages = [i for i, line in enumerate(lines) if line.startswith("FROM")]
+    build_stage = lines[stages[0] : stages[1]]
     copied: list[str] = []
     for line in build_stage:
         if line.startswith("COPY ") and "--from" not in line:
