@@ -265,15 +265,20 @@ class _Base:
         api_key: str | None,
         timeout_ms: float | None,
         traffic_class: str | None,
-        retry: RetryPolicy,
+        retry: RetryPolicy | None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.default_timeout_ms = timeout_ms
         self.default_class = traffic_class
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self.headers = {"User-Agent": USER_AGENT}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _pool(self, transport: Any, max_connections: int) -> dict[str, Any]:
+        """The httpx client's settings, the same for the sync and the async client."""
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        return {"base_url": self.base_url, "headers": self.headers, "transport": transport, "limits": limits}
 
     def _attempts(
         self,
@@ -362,18 +367,9 @@ class Client(_Base):
         max_connections: int = 32,
     ) -> None:
         super().__init__(
-            base_url,
-            api_key=api_key,
-            timeout_ms=timeout_ms,
-            traffic_class=traffic_class,
-            retry=retry or RetryPolicy(),
+            base_url, api_key=api_key, timeout_ms=timeout_ms, traffic_class=traffic_class, retry=retry
         )
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=self.headers,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._http = httpx.Client(**self._pool(transport, max_connections))
 
     def score(
         self,
@@ -446,18 +442,9 @@ class AsyncClient(_Base):
         max_connections: int = 32,
     ) -> None:
         super().__init__(
-            base_url,
-            api_key=api_key,
-            timeout_ms=timeout_ms,
-            traffic_class=traffic_class,
-            retry=retry or RetryPolicy(),
+            base_url, api_key=api_key, timeout_ms=timeout_ms, traffic_class=traffic_class, retry=retry
         )
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=self.headers,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._http = httpx.AsyncClient(**self._pool(transport, max_connections))
 
     async def score(
         self,
