@@ -17,6 +17,7 @@ from tokenizers.models import WordLevel  # noqa: E402
 from tokenizers.pre_tokenizers import Whitespace  # noqa: E402
 from tokenizers.processors import TemplateProcessing  # noqa: E402
 
+from models import finetune as finetune_module  # noqa: E402
 from models.finetune import (  # noqa: E402
     FinetuneError,
     finetune,
@@ -146,10 +147,12 @@ def test_finetune_is_deterministic_for_a_seed(base_dir: Path, tmp_path: Path, sp
 
 
 def test_finetune_in_bf16_is_deterministic_logged_and_not_fp32(
-    base_dir: Path, tmp_path: Path, spec: MetricSpec
+    base_dir: Path, tmp_path: Path, spec: MetricSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """bfloat16 autocast trains other weights than fp32 (the forward pass runs in bf16), the same
-    ones for a seed, and says so in the log; the saved checkpoint stays fp32."""
+    ones for a seed, and says so in the log; the saved checkpoint stays fp32. (Taken as a CPU with
+    native bf16: elsewhere autocast is emulated, slow but the same arithmetic, fine for a tiny model.)"""
+    monkeypatch.setattr(finetune_module, "native_bf16", lambda: True)
     first = _run(base_dir, tmp_path, spec, "bf16-a", bf16=True)
     second = _run(base_dir, tmp_path, spec, "bf16-b", bf16=True)
     fp32 = _run(base_dir, tmp_path, spec, "fp32")
@@ -161,6 +164,26 @@ def test_finetune_in_bf16_is_deterministic_logged_and_not_fp32(
         first.out_dir, local_files_only=True
     )
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_finetune_without_native_bf16_trains_fp32_and_says_so(
+    base_dir: Path,
+    tmp_path: Path,
+    spec: MetricSpec,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a CPU without bfloat16 units, --bf16 would be emulated (18x slower): fp32 runs instead,
+    bit for bit the fp32 run, with the request and the outcome in the log."""
+    monkeypatch.setattr(finetune_module, "native_bf16", lambda: False)
+    asked = _run(base_dir, tmp_path, spec, "asked-bf16", bf16=True)
+    fp32 = _run(base_dir, tmp_path, spec, "plain-fp32")
+    assert (asked.out_dir / "model.safetensors").read_bytes() == (
+        fp32.out_dir / "model.safetensors"
+    ).read_bytes()
+    start = json.loads(asked.log_path.read_text().splitlines()[0])
+    assert start["bf16_requested"] is True and start["bf16"] is False
+    assert "no native bfloat16" in capsys.readouterr().err
 
 
 def test_finetune_skips_items_whose_kept_fields_do_not_fit(
