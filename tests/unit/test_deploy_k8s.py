@@ -4,12 +4,14 @@ rendered objects keep the serving contract (probes, threads, drain, settings tha
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ OVERLAYS = ("base", "overlays/guardrail", "overlays/observability", "keda")
 SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
 }
 PRESTOP_PAUSE_S = 5
 
@@ -50,6 +53,8 @@ def strict(schema: Any) -> Any:
     """A CRD schema as `kubectl --validate=strict` reads it: unknown fields are errors, not pruned."""
     if isinstance(schema, dict):
         schema = {k: strict(v) for k, v in schema.items()}
+        if isinstance(schema.get("pattern"), str) and schema["pattern"].startswith("^(?i)"):
+            schema["pattern"] = "(?i)^" + schema["pattern"][5:]  # Go's RE2 takes flags anywhere, Python first
         open_ended = "additionalProperties" in schema or schema.get("x-kubernetes-preserve-unknown-fields")
         if "properties" in schema and not open_ended:
             schema["additionalProperties"] = False
@@ -85,6 +90,24 @@ def test_a_typo_in_a_crd_object_fails_its_schema() -> None:
     scaled["spec"]["minReplicas"] = 3  # the field is minReplicaCount
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(scaled, strict(schema))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_carries_the_rules_file_as_a_prometheusrule(overlay: str) -> None:
+    """The operator's PrometheusRule holds exactly deploy/prometheus/rules.yaml's groups (the file
+    promtool checks and unit-tests), and the committed object is what the script renders."""
+    (rule,) = by_kind(render(overlay), "PrometheusRule")
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text(encoding="utf-8"))
+    assert rule["spec"]["groups"] == rules["groups"]
+    script = ROOT / "scripts" / "render-prometheusrule"
+    spec = importlib.util.spec_from_loader(
+        "render_prometheusrule", SourceFileLoader("render_prometheusrule", str(script))
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (K8S / "base" / "prometheusrule.yaml").read_text(encoding="utf-8")
+    assert committed == module.render(), "run scripts/render-prometheusrule after editing the rules"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
