@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.batching.admission import AdmissionLimits
 from service.batching.policy import BatchLimits
+from service.runtime.cpus import usable_cpus
+from service.runtime.session import check_providers
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "repository"
 
@@ -179,8 +181,26 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime threads per model (0: the CPUs this process may use, its cgroup quota"
-        " included).",
+        description="ONNX Runtime threads per model instance (0: the CPUs this process may use, its"
+        " cgroup quota included, shared out among the metric's instances).",
+    )
+    instances: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Model instances per served metric (Triton's instance groups): each a session with"
+        " its own threads, fed batches by the metric's one queue. On a many-core host where batch 1 is"
+        " fastest, more instances use the cores that one instance leaves idle.",
+    )
+    metric_instances: dict[str, int] = Field(
+        default_factory=dict,
+        description='Instances for named metrics, over `instances` (JSON, e.g. {"context_adherence": 4}).',
+    )
+    execution_providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference (JSON list), e.g."
+        ' ["CUDAExecutionProvider", "CPUExecutionProvider"] with onnxruntime-gpu installed.',
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout_s: float = Field(30, gt=0, description="Longest wait for queued work on shutdown.")
@@ -194,7 +214,20 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.admission.max_queue_tokens < self.batching.max_batch_tokens:
             raise ValueError("admission.max_queue_tokens must hold at least one full batch")
+        wrong = {m: n for m, n in self.metric_instances.items() if not 1 <= n <= 64}
+        if wrong:
+            raise ValueError(f"metric_instances must be between 1 and 64: {wrong}")
+        check_providers(self.execution_providers)  # a GPU setting on a CPU-only build fails here, clearly
         return self
+
+    def instances_of(self, metric: str) -> int:
+        return self.metric_instances.get(metric, self.instances)
+
+    def threads_per_instance(self, metric: str) -> int:
+        """intra_op_threads if set, else this process's usable CPUs shared among the instances."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, usable_cpus() // self.instances_of(metric))
 
     def non_default(self) -> dict[str, object]:
         """Settings that differ from their defaults, secrets redacted: logged at startup."""

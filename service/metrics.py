@@ -105,6 +105,10 @@ class ServerMetrics:
             "lunaserve_batch_rows_limit", "Row cap of the serving version's batches (calibrated or set).",
             ["metric"], registry=registry,
         )  # fmt: skip
+        self.model_instances = Gauge(
+            "lunaserve_model_instances", "Model instances (sessions) serving each metric's batches.",
+            ["metric"], registry=registry,
+        )  # fmt: skip
         self.model_info = Gauge(
             "lunaserve_model_info", "1 for the version of each metric that is serving.",
             ["metric", "version"], registry=registry,
@@ -123,12 +127,13 @@ class ServerMetrics:
         return SchedulerMetrics(self, metric)
 
     def set_active_version(
-        self, metric: str, version: str, previous: str | None, *, max_batch_rows: int
+        self, metric: str, version: str, previous: str | None, *, max_batch_rows: int, instances: int = 1
     ) -> None:
         if previous is not None and previous != version:
             self.model_info.remove(metric, previous)
         self.model_info.labels(metric, version).set(1)
         self.batch_rows_limit.labels(metric).set(max_batch_rows)
+        self.model_instances.labels(metric).set(instances)
 
 
 class SchedulerMetrics:

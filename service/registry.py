@@ -168,11 +168,17 @@ class MetricRegistry:
         artifact = await asyncio.to_thread(load_artifact, folder)
         if (artifact.spec.name, artifact.spec.version) != (metric, version):
             raise ArtifactError(f"{folder}: holds {artifact.spec.name}/{artifact.spec.version}")
+        settings = self.settings
         try:
             model = await asyncio.to_thread(
-                MetricModel, artifact, intra_op_threads=self.settings.intra_op_threads
-            )
+                MetricModel, artifact, intra_op_threads=settings.threads_per_instance(metric),
+                providers=settings.execution_providers,
+            )  # fmt: skip
             window = await asyncio.to_thread(warm_up, model)
+            instances = [model]
+            for _ in range(settings.instances_of(metric) - 1):
+                instances.append(await asyncio.to_thread(model.another_instance))
+                await asyncio.to_thread(warm_up, instances[-1])
             batching = self.settings.batching
             calibration = None
             limits = batching.limits()
@@ -186,9 +192,13 @@ class MetricRegistry:
                 )  # fmt: skip
         except Exception as exc:  # ORT, tokenizers and numpy raise their own types
             raise ArtifactError(f"{folder}: cannot load: {type(exc).__name__}: {exc}") from None
-        runner: Runner = self.runner_factory(model.forward, f"{metric}-{version}")
+        several = len(instances) > 1
+        runners: list[Runner] = [
+            self.runner_factory(m.forward, f"{metric}-{version}" + (f"-{i}" if several else ""))
+            for i, m in enumerate(instances)
+        ]
         scheduler = BatchScheduler(
-            runner,
+            runners,
             clock=self.clock,
             limits=limits,
             admission=self.settings.admission.limits(),
@@ -210,7 +220,7 @@ class MetricRegistry:
             self.active[metric] = new
             self.server_metrics.set_active_version(
                 metric, version, old.spec.version if old else None,
-                max_batch_rows=new.scheduler.limits.max_batch_rows,
+                max_batch_rows=new.scheduler.limits.max_batch_rows, instances=new.scheduler.instances,
             )  # fmt: skip
             log.info("serving %s version %s", metric, version)
             if old is not None:

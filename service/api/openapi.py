@@ -45,9 +45,7 @@ def served_metrics_openapi(
 
 
 def _document(app: FastAPI, limits: LimitSettings, served: dict[str, MetricSpec]) -> dict[str, Any]:
-    base = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
+    base = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schemas = base["components"]["schemas"]
     _limit_items(schemas, limits)
     template = base["paths"].pop(SCORE_TEMPLATE)["post"]

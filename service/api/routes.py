@@ -179,9 +179,13 @@ async def get_metric(metric: str, _: ScoringKey, registry: Registry) -> MetricDe
 
 def _batching(loaded: LoadedMetric) -> BatchingInfo:
     limits, calibration = loaded.scheduler.limits, loaded.calibration
+    session = loaded.model.session
     return BatchingInfo(
         max_batch_rows=limits.max_batch_rows,
         max_batch_tokens=limits.max_batch_tokens,
+        instances=loaded.scheduler.instances,
+        intra_op_threads=session.intra_op_threads,
+        execution_providers=session.providers,
         calibration=None
         if calibration is None
         else BatchCalibrationInfo(

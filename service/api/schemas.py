@@ -122,6 +122,9 @@ class BatchingInfo(BaseModel):
     calibration: BatchCalibrationInfo | None = Field(
         None, description="The timing that chose max_batch_rows; null when calibration is off."
     )
+    instances: int = Field(description="Model instances taking batches from this metric's queue.")
+    intra_op_threads: int = Field(description="ONNX Runtime threads of each instance.")
+    execution_providers: list[str] = Field(description="ONNX Runtime providers the sessions use, in order.")
 
 
 class MetricDetail(MetricSummary):

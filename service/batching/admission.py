@@ -57,6 +57,7 @@ class QueueLoad:
     idle_cost_per_token_s: float | None = None  # for "even on an idle model" (None: the same)
     accepting: bool = True  # False while draining: a swap re-routes, a shutdown refuses
     alive: bool = True  # the worker is running
+    instances: int = 1  # model instances taking batches from this queue, each at cost_per_token_s
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,13 @@ class Refusal:
 
 
 def estimated_wait_s(load: QueueLoad, priority: Priority, tokens: int) -> float:
-    """Time until a new request of `tokens` would be done: in-flight rest + work ahead + own."""
+    """Time until a new request of `tokens` would be done: in-flight rest + work ahead + own.
+
+    `busy_for_s` is the wait for the first free instance; the work ahead is shared by every
+    instance, while the request's own tokens run on one.
+    """
     ahead = load.guardrail_tokens if priority == Priority.GUARDRAIL else load.tokens
-    return load.busy_for_s + (ahead + tokens) * load.cost_per_token_s
+    return load.busy_for_s + (ahead / load.instances + tokens) * load.cost_per_token_s
 
 
 def retry_after_s(load: QueueLoad) -> float:

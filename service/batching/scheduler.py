@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -50,9 +51,17 @@ log = logging.getLogger(__name__)
 
 
 class BatchScheduler:
+    """One queue, one admission, and a worker per model instance (`runners`: one runner each).
+
+    Several instances (Triton's instance groups) let a many-core host run several batches at
+    once when batch 1 is fastest: each instance has its own session and threads, and a batch
+    goes to the first instance that is free; order of service, priorities and deadlines are
+    those of the one queue.
+    """
+
     def __init__(
         self,
-        runner: Runner,
+        runners: Runner | Sequence[Runner],
         *,
         clock: Clock,
         limits: BatchLimits,
@@ -63,43 +72,56 @@ class BatchScheduler:
         self.clock = clock
         self.admission = admission
         self.name = name
-        self._runner = runner
+        self._runners = [runners] if callable(runners) else list(runners)
+        if not self._runners:
+            raise ValueError("a scheduler needs at least one runner")
         self._cost = CostEstimate(
             admission.initial_cost_per_token_s,
             quantile=admission.cost_quantile,
             horizon_s=admission.cost_horizon_s,
             clock=clock.now,
         )
-        self._queue = RequestQueue(on_abandoned=lambda: self._worker.wake())
-        self._worker = BatchWorker(
-            self._queue,
-            runner,
-            clock=clock,
-            limits=limits,
-            cost=self._cost,
-            observer=observer or NullObserver(),
-            name=name,
-        )
+        self._queue = RequestQueue(on_abandoned=self._wake)
+        several = len(self._runners) > 1
+        self._workers = [
+            BatchWorker(
+                self._queue,
+                runner,
+                clock=clock,
+                limits=limits,
+                cost=self._cost,
+                observer=observer or NullObserver(),
+                name=f"{name}#{index}" if several else name,
+                on_batch_done=functools.partial(self._wake, but=index),
+            )
+            for index, runner in enumerate(self._runners)
+        ]
         self._accepting = True
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- what callers may read and set -----------------------------------------------------
 
     @property
+    def instances(self) -> int:
+        return len(self._workers)
+
+    @property
     def limits(self) -> BatchLimits:
-        return self._worker.limits
+        return self._workers[0].limits
 
     @limits.setter
     def limits(self, limits: BatchLimits) -> None:
-        self._worker.limits = limits
+        for worker in self._workers:
+            worker.limits = limits
 
     @property
     def observer(self) -> SchedulerObserver:
-        return self._worker.observer
+        return self._workers[0].observer
 
     @observer.setter
     def observer(self, observer: SchedulerObserver) -> None:
-        self._worker.observer = observer
+        for worker in self._workers:
+            worker.observer = observer
 
     @property
     def cost_per_token_s(self) -> float:
@@ -116,7 +138,8 @@ class BatchScheduler:
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """Every instance's worker runs (one that died on a bug makes the model unready)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     @property
     def queued_requests(self) -> int:
@@ -129,11 +152,18 @@ class BatchScheduler:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._worker.run(), name=f"scheduler-{self.name}")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(w.run(), name=f"scheduler-{w.name}") for w in self._workers]
+
+    def _wake(self, but: int | None = None) -> None:
+        for index, worker in enumerate(self._workers):
+            if index != but:
+                worker.wake()
 
     async def settled(self) -> None:
-        """Return once the worker has acted on every request so far and waits for work or time."""
-        await self._worker.settled()
+        """Return once every worker has acted on every request so far and waits for work or time."""
+        while not all(w.is_settled for w in self._workers):
+            await asyncio.gather(*(w.settled() for w in self._workers))
 
     def drain(self, timeout_s: float | None = None) -> Coroutine[Any, Any, None]:
         """Stop accepting now; await the result to let every accepted request finish (within
@@ -142,13 +172,12 @@ class BatchScheduler:
         return self._drained(timeout_s)
 
     async def _drained(self, timeout_s: float | None) -> None:
-        worker = self._worker
-
         async def finished() -> None:
             while self._queue.requests and self.alive:
-                worker.idle.clear()
-                worker.wake()
-                await worker.idle.wait()
+                for worker in self._workers:
+                    worker.idle.clear()
+                self._wake()
+                await asyncio.gather(*(w.idle.wait() for w in self._workers))
 
         try:
             await asyncio.wait_for(finished(), timeout_s)
@@ -159,14 +188,16 @@ class BatchScheduler:
 
     async def stop(self) -> None:
         self._accepting = False
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._worker.fail_all(AdmissionError("stopped", "the model was unloaded", 1.0))
-        close = getattr(self._runner, "close", None)
-        if callable(close):
-            close()
+                await task
+        self._workers[0].fail_all(AdmissionError("stopped", "the model was unloaded", 1.0))
+        for runner in self._runners:
+            close = getattr(runner, "close", None)
+            if callable(close):
+                close()
 
     # -- admission -------------------------------------------------------------------------
 
@@ -184,7 +215,7 @@ class BatchScheduler:
         future: asyncio.Future[RequestResult] = asyncio.get_running_loop().create_future()
         self._queue.add(windows, priority, deadline, now, future)
         self.observer.queue_changed(self._queue.requests, self._queue.tokens)
-        self._worker.wake()
+        self._wake()
         return future
 
     def refuse_early(
@@ -222,7 +253,10 @@ class BatchScheduler:
         return retry_after_s(self._load(self.clock.now()))
 
     def _load(self, now: float) -> QueueLoad:
-        queue, busy_until = self._queue, self._worker.busy_until
+        queue = self._queue
+        # The first instance to be free: a free one now, else the earliest end of those in flight.
+        ends = [w.busy_until for w in self._workers]
+        busy_until = None if None in ends else min(e for e in ends if e is not None)
         return QueueLoad(
             requests=queue.requests,
             observability_requests=queue.requests_of(Priority.OBSERVABILITY),
@@ -233,4 +267,5 @@ class BatchScheduler:
             idle_cost_per_token_s=self._cost.idle_per_token_s,
             accepting=self._accepting,
             alive=self.alive,
+            instances=len(self._workers),
         )

@@ -1,5 +1,8 @@
 """The worker loop alone: take a batch as soon as the model is free, run it off the loop, fan out.
 
+One worker per model instance; a model served by several instances has as many workers taking
+batches from one queue (service.batching.scheduler), each awaiting its own runner.
+
 Each turn drops what no longer needs an answer (client gone, deadline out of reach), asks
 `policy.choose_batch` for the next batch, runs it through the runner (a thread: the event
 loop never runs inference) and gives each request its result when its last window is back.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 from service.batching.clock import Clock
 from service.batching.cost import CostEstimate
@@ -54,6 +58,7 @@ class BatchWorker:
         cost: CostEstimate,
         observer: SchedulerObserver,
         name: str,
+        on_batch_done: Callable[[], None] = lambda: None,
     ) -> None:
         self.queue = queue
         self.runner = runner
@@ -62,6 +67,9 @@ class BatchWorker:
         self.cost = cost
         self.observer = observer
         self.name = name
+        # Tells the other instances' workers on the same queue that a batch ended: what it left
+        # (a request's last windows answered, a drain now complete) may be theirs to act on.
+        self.on_batch_done = on_batch_done
         self.busy_until: float | None = None  # estimated end of the batch in flight
         self.idle = asyncio.Event()  # set while no request is admitted (and once the loop ended)
         self.idle.set()
@@ -76,6 +84,10 @@ class BatchWorker:
     async def settled(self) -> None:
         """Return once the loop has acted on every change so far and waits for the next one."""
         await self._settled.wait()
+
+    @property
+    def is_settled(self) -> bool:
+        return self._settled.is_set()
 
     async def run(self) -> None:
         model_was_idle = True
@@ -98,6 +110,7 @@ class BatchWorker:
                 if decision.run:
                     model_was_idle = False
                     await self._run_batch(self.queue.take(decision.run))
+                    self.on_batch_done()
                     continue
                 if not self.queue.requests:
                     model_was_idle = True

@@ -6,6 +6,7 @@ requests); offline callers such as `evaluate` use `score`, which batches the sam
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,23 +18,38 @@ from service.runtime.artifact import Artifact, load_artifact
 from service.runtime.encoding import EncodedItem, ItemTooLongError, PairEncoder, Window, collate
 from service.runtime.evidence import EvidenceCombiner
 from service.runtime.postprocess import ItemScore, aggregate_claims, aggregate_windows, decide, probabilities
-from service.runtime.session import OnnxSession
+from service.runtime.session import CPU, OnnxSession
 from service.runtime.spec import MetricSpec
 
 Item = Mapping[str, str | None]
 
 
 class MetricModel:
-    def __init__(self, artifact: Artifact, *, intra_op_threads: int = 0) -> None:
+    def __init__(
+        self, artifact: Artifact, *, intra_op_threads: int = 0, providers: Sequence[str] = (CPU,)
+    ) -> None:
         self.artifact = artifact
         self.spec: MetricSpec = artifact.spec
         self.encoder = PairEncoder.from_file(artifact.tokenizer_path, self.spec)
-        self.session = OnnxSession(artifact.model_path, intra_op_threads=intra_op_threads)
+        self.session = OnnxSession(
+            artifact.model_path, intra_op_threads=intra_op_threads, providers=providers
+        )
         self.combiner: EvidenceCombiner | None = artifact.manifest.evidence
 
     @classmethod
     def load(cls, folder: Path, *, intra_op_threads: int = 0, check_layout: bool = True) -> MetricModel:
         return cls(load_artifact(folder, check_layout=check_layout), intra_op_threads=intra_op_threads)
+
+    def another_instance(self) -> MetricModel:
+        """The same model on a session of its own (same threads and providers): one more
+        instance that can run a batch while this one runs another."""
+        twin = copy.copy(self)
+        twin.session = OnnxSession(
+            self.artifact.model_path,
+            intra_op_threads=self.session.intra_op_threads,
+            providers=self.session.providers,
+        )
+        return twin
 
     def encode(self, items: Sequence[Item]) -> list[EncodedItem | ItemTooLongError]:
         return encode_with_evidence(self.encoder, self.combiner, items)

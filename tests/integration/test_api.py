@@ -301,6 +301,7 @@ async def test_api_hot_swap_and_refused_bad_version(repository: Path, tmp_path: 
             "/v1/admin/metrics/context_adherence/activate", json={"version": "9"}, headers=admin
         )
         assert unknown.status_code == 404
+
         def model_info(version: str) -> float | None:
             labels = {"metric": "context_adherence", "version": version}
             return prometheus.get_sample_value("lunaserve_model_info", labels)
@@ -525,3 +526,51 @@ async def test_api_outcomes_are_counted_once_by_class(
     duration = {"metric": "context_adherence", "traffic_class": "observability"}
     assert prometheus.get_sample_value("lunaserve_request_duration_seconds_count", duration) == 1.0
     assert prometheus.get_sample_value("lunaserve_inference_duration_seconds_count", duration) == 1.0
+
+
+async def test_api_two_instances_run_two_batches_at_once(repository: Path) -> None:
+    """With `metric_instances` 2, two one-row batches are inside the model together: each waits
+    at a barrier that only two batches in flight at the same time can pass."""
+    both_inside = threading.Barrier(2, timeout=30)
+    names: list[str] = []
+
+    def factory(predict: Predict, name: str) -> Runner:
+        names.append(name)
+        if not name.startswith("context_adherence-"):
+            return ThreadRunner(predict, name)
+
+        def meet_then_predict(windows: Sequence[Any]) -> np.ndarray:
+            both_inside.wait()
+            return predict(windows)
+
+        return ThreadRunner(meet_then_predict, name)
+
+    prometheus = CollectorRegistry()
+    settings = settings_for(
+        repository,
+        batching=BatchingSettings(max_batch_rows=1, max_wait_ms=0, calibrate=False),
+        metric_instances={"context_adherence": 2},
+        intra_op_threads=1,
+    )
+    async for client in started(create_app(settings, prometheus_registry=prometheus, runner_factory=factory)):
+        responses = await asyncio.gather(
+            client.post(SCORE, json={"items": [item("good")]}),
+            client.post(SCORE, json={"items": [item("bad")]}),
+        )
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        detail = (await client.get("/v1/metrics/context_adherence")).json()["batching"]
+        other = (await client.get("/v1/metrics/toxicity_like")).json()["batching"]
+    assert sorted(n for n in names if n.startswith("context_adherence")) == [
+        "context_adherence-1-0",
+        "context_adherence-1-1",
+    ]
+    assert (detail["instances"], detail["intra_op_threads"]) == (2, 1) and other["instances"] == 1
+    assert detail["execution_providers"] == ["CPUExecutionProvider"]
+    assert prometheus.get_sample_value("lunaserve_model_instances", {"metric": "context_adherence"}) == 2
+
+
+def test_settings_refuse_an_execution_provider_this_build_lacks(repository: Path) -> None:
+    with pytest.raises(ValueError, match=r"TensorrtExecutionProvider.*not in this ONNX Runtime build"):
+        settings_for(repository, execution_providers=["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="metric_instances"):
+        settings_for(repository, metric_instances={"context_adherence": 0})

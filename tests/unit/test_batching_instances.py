@@ -1,0 +1,118 @@
+"""Several model instances on one queue (service.batching.scheduler): deterministic, no sleeps.
+
+Each instance is a gated runner of its own, so a test holds one instance busy and watches where
+the next batch goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from service.batching.admission import QueueLoad, estimated_wait_s
+from service.batching.clock import FakeClock
+from service.batching.policy import Priority
+from service.batching.scheduler import BatchScheduler
+from tests.conftest import admission_limits, batch_limits
+from tests.unit.test_batching_scheduler import GUARD, OBS, GatedRunner, window
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[BatchScheduler, list[GatedRunner], FakeClock]]:
+    clock = FakeClock()
+    runners = [GatedRunner(), GatedRunner()]
+    scheduler = BatchScheduler(
+        runners,
+        clock=clock,
+        limits=batch_limits(max_batch_tokens=1000, max_batch_rows=1, max_wait_s=0),
+        admission=admission_limits(max_queue_requests=20, max_queue_tokens=400, initial_cost_per_token_s=0),
+    )
+    scheduler.start()
+    yield scheduler, runners, clock
+    await scheduler.stop()
+
+
+async def hold(runner: GatedRunner) -> None:
+    runner.gate.clear()
+    runner.started.clear()
+
+
+async def test_a_second_batch_runs_on_the_free_instance_while_the_first_is_busy(pair) -> None:  # type: ignore[no-untyped-def]
+    scheduler, (one, two), _ = pair
+    await hold(one)
+    await hold(two)
+    first = scheduler.submit([window(1)], OBS, deadline=2000.0)
+    second = scheduler.submit([window(2)], OBS, deadline=2000.0)
+    await one.started.wait()
+    await two.started.wait()  # both batches are in flight at once
+    assert one.batches == [[1]] and two.batches == [[2]]
+    one.gate.set()
+    two.gate.set()
+    results = await asyncio.gather(first, second)
+    assert [int(r.rows[0, 0]) for r in results] == [1, 2]
+    assert scheduler.instances == 2
+
+
+async def test_queued_work_goes_to_whichever_instance_frees_first(pair) -> None:  # type: ignore[no-untyped-def]
+    scheduler, (one, two), _ = pair
+    await hold(one)
+    await hold(two)
+    held = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in (1, 2)]
+    await one.started.wait()
+    await two.started.wait()
+    third = scheduler.submit([window(3)], OBS, deadline=2000.0)
+    assert scheduler.queued_tokens == 8  # both busy: the third waits
+    two.started.clear()
+    two.gate.set()  # instance two frees first; instance one stays busy
+    assert int((await third).rows[0, 0]) == 3
+    assert two.batches == [[2], [3]] and one.batches == [[1]]
+    one.gate.set()
+    await asyncio.gather(*held)
+
+
+async def test_priorities_hold_across_instances(pair) -> None:  # type: ignore[no-untyped-def]
+    scheduler, (one, two), _ = pair
+    await hold(one)
+    await hold(two)
+    held = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in (1, 2)]
+    await one.started.wait()
+    await two.started.wait()
+    late_obs = scheduler.submit([window(3)], OBS, deadline=1500.0)
+    guard = scheduler.submit([window(4)], GUARD, deadline=1900.0)
+    one.gate.set()  # one instance frees: the guardrail request goes first, then the other
+    await asyncio.gather(guard, late_obs, held[0])
+    assert one.batches == [[1], [4], [3]]
+    two.gate.set()
+    await held[1]
+
+
+async def test_drain_finishes_what_every_instance_holds(pair) -> None:  # type: ignore[no-untyped-def]
+    scheduler, (one, two), _ = pair
+    await hold(one)
+    await hold(two)
+    futures = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in range(1, 6)]
+    await one.started.wait()
+    await two.started.wait()
+    drained = asyncio.ensure_future(scheduler.drain(timeout_s=None))
+    one.gate.set()
+    two.gate.set()
+    await drained
+    assert sorted(int(f.result().rows[0, 0]) for f in futures) == [1, 2, 3, 4, 5]
+    assert sorted(k for b in one.batches + two.batches for k in b) == [1, 2, 3, 4, 5]
+
+
+def test_waits_share_the_work_ahead_among_instances_but_not_a_request_s_own() -> None:
+    load = QueueLoad(
+        requests=4, observability_requests=4, tokens=400, guardrail_tokens=0, busy_for_s=0.0,
+        cost_per_token_s=0.001, instances=1,
+    )  # fmt: skip
+    two = QueueLoad(**{**load.__dict__, "instances": 2})
+    assert estimated_wait_s(load, Priority.OBSERVABILITY, 100) == pytest.approx(0.5)
+    assert estimated_wait_s(two, Priority.OBSERVABILITY, 100) == pytest.approx(0.3)  # 200 ahead + its 100
+
+
+def test_a_scheduler_needs_a_runner() -> None:
+    with pytest.raises(ValueError, match="at least one runner"):
+        BatchScheduler([], clock=FakeClock(), limits=batch_limits(), admission=admission_limits())
