@@ -288,7 +288,14 @@ class Build:
         eval_csv = Path(self.records["finetune"].outputs["eval_csv"])
         version = next_version(i.repository, spec.name) if (i.repository / spec.name).is_dir() else "1"
         staged_spec = MetricSpec.model_validate({**spec.model_dump(), "version": version})
-        options = ExportOptions(quantization=i.quantization)  # type: ignore[arg-type]
+        evidence, windowed = preset_evidence(i.preset)
+        options = ExportOptions(
+            quantization=i.quantization,  # type: ignore[arg-type]
+            evidence_features=evidence,
+            windowed_evidence_features=windowed,
+        )
+        if evidence:
+            self.say(f"    evidence of the preset, refitted on {eval_csv.name}: {', '.join(evidence)}")
         staging = work / "repository"
         try:
             entry = export_to_repository(
@@ -386,6 +393,21 @@ class Build:
             failed = "; ".join(str(c) for c in outcome.checks if not c.passed)
             raise BuildStopped(f"sign-off failed: {failed}")
         return {k: str(v) for k, v in outcome.paths.items()}
+
+
+def preset_evidence(preset: Path | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The evidence features a preset combines with its encoder (and those of its windowed
+    weights): a fine-tuned preset keeps them, with weights fitted again on the new eval rows,
+    so that it does not lose what made the preset work out of its training domain."""
+    if preset is None:
+        return (), ()
+    from service.runtime.artifact import read_manifest
+
+    combiner = read_manifest(preset).evidence
+    if combiner is None:
+        return (), ()
+    windowed = combiner.windowed.feature_weights if combiner.windowed is not None else {}
+    return tuple(str(f) for f in combiner.feature_weights), tuple(str(f) for f in windowed)
 
 
 def _outputs_exist(outputs: Mapping[str, Any]) -> bool:
