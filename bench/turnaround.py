@@ -2,12 +2,14 @@
 
 The realistic case of issue 12: a 4,000-row training set balanced 50/50 and a 300-row test set,
 both drawn from HaluEval as for the default metric (`lunaserve data halueval`, the same
-context-hash split, so no test context is trained on), the shipped `context_adherence` as the
-preset, and the sign-off requirements of `loadtest/requirements.example.yaml`. A server runs on
-a copy of the repository (admin API on); `lunaserve build` is run as a user runs it, through
-fine-tuning (forced with `--approach finetune_preset`, the longest path; the plan's own
-recommendation is recorded beside it), export with the parity gate, evaluation against the
-trivial scorers and the preset, threshold, hot swap into that server and sign-off.
+context-hash split, so no test context is trained on) and the sign-off requirements of
+`loadtest/requirements.example.yaml`. A server runs on a copy of the shipped repository (admin
+API on) and serves `context_adherence` version 2; `lunaserve build` is run as a user runs it
+and replaces that metric with a version fine-tuned from the base model on the customer's rows
+(`specs/context_adherence.yaml`, the plan's `custom_metric`: the longest path), through export
+with the parity gate, evaluation against the trivial scorers, threshold, hot swap into that
+server and sign-off. `--preset repository/context_adherence/2` runs the preset path instead
+(the plan decides; `--approach` overrides it).
 
 Preparing the customer's files (download, sampling) is timed apart: the customer brings them.
 Not a test: the figures go into the README and the issue note.
@@ -112,7 +114,9 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--test-pairs", type=int, default=50, help="test pairs per task (default: 300 rows)")
     parser.add_argument("--requirements", type=Path, default=ROOT / "loadtest" / "requirements.example.yaml")
-    parser.add_argument("--preset", type=Path, default=ROOT / "repository" / "context_adherence" / "2")
+    parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "context_adherence.yaml")
+    parser.add_argument("--preset", type=Path, help="a repository entry: the preset path (default: none)")
+    parser.add_argument("--approach", choices=["preset_as_is", "finetune_preset", "custom_metric"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-train-tokens", type=int, default=256)
     parser.add_argument("--quantization", default="weights")
@@ -137,8 +141,14 @@ def main() -> int:
     train = customer_csv(read_rows(data / "train.csv"), work / "train.csv")
     test = customer_csv(test_set(data, args.test_pairs, args.seed), work / "test.csv")
     repository = work / "repository"
-    preset = repository / args.preset.parent.name / args.preset.name
-    shutil.copytree(args.preset, preset)
+    shutil.copytree(ROOT / "repository", repository)
+    chosen = (
+        ["--preset", str(repository / args.preset.parent.name / args.preset.name)]
+        if args.preset
+        else ["--spec", str(args.spec.resolve())]
+    )
+    if args.approach:
+        chosen += ["--approach", args.approach]
     prep_s = time.monotonic() - prep_started
 
     env = {"LUNASERVE_AUTH__ADMIN_KEYS": json.dumps([ADMIN_KEY])}
@@ -147,9 +157,10 @@ def main() -> int:
         build = subprocess.run(
             [
                 sys.executable, "-m", "lunaserve.cli", "build", "--run", str(work / "run"),
-                "--test", str(test), "--preset", str(preset), "--base", str(downloads / "minilm"),
+                "--test", str(test), *chosen, "--repository", str(repository),
+                "--base", str(downloads / "minilm"),
                 "--train", str(train), "--requirements", str(args.requirements.resolve()),
-                "--approach", "finetune_preset", "--epochs", str(args.epochs),
+                "--epochs", str(args.epochs),
                 "--max-train-tokens", str(args.max_train_tokens), "--quantization", args.quantization,
                 "--bf16", "--seed", str(args.seed), "--url", server.url,
             ],

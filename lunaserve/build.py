@@ -314,22 +314,19 @@ class Build:
         i = self.inputs
         figures = json.loads(evaluate_to_files(entry, i.test_csv, work / "new")["json"].read_text())
         trivial = {b: f["roc_auc"] for b, f in figures["baselines"].items() if b in TRIVIAL_BASELINES}
-        best = max(trivial, key=lambda b: trivial[b])
         outputs: dict[str, Any] = {
             "figures": str(work / "new" / "evaluation.json"),
             "roc_auc": figures["roc_auc"],
         }
+        preset_auc = None
         if i.preset is not None and Path(i.preset) != entry:
             preset = json.loads(evaluate_to_files(i.preset, i.test_csv, work / "preset")["json"].read_text())
-            outputs["preset_roc_auc"] = preset["roc_auc"]
-            self.say(
-                f"    ROC-AUC on your test set: {figures['roc_auc']:.3f} (preset {preset['roc_auc']:.3f})"
-            )
-        if figures["roc_auc"] <= trivial[best]:
+            preset_auc = outputs["preset_roc_auc"] = preset["roc_auc"]
+            self.say(f"    ROC-AUC on your test set: {figures['roc_auc']:.3f} (preset {preset_auc:.3f})")
+        failed = quality_gate(figures["roc_auc"], trivial, preset_auc)
+        if failed:
             raise BuildStopped(
-                f"quality gate: ROC-AUC {figures['roc_auc']:.3f} on {i.test_csv} is no better than the"
-                f" {best.replace('_', ' ')} scorer ({trivial[best]:.3f});"
-                f" see {work / 'new' / 'evaluation.md'}"
+                f"quality gate: {failed} on {i.test_csv}; see {work / 'new' / 'evaluation.md'}"
             )
         return outputs
 
@@ -393,6 +390,22 @@ class Build:
             failed = "; ".join(str(c) for c in outcome.checks if not c.passed)
             raise BuildStopped(f"sign-off failed: {failed}")
         return {k: str(v) for k, v in outcome.paths.items()}
+
+
+def quality_gate(roc_auc: float, trivial: Mapping[str, float], preset_roc_auc: float | None) -> str | None:
+    """Why a new model must not be published, or None: it has to rank above every trivial scorer
+    on the customer's test set and, when it was fine-tuned from a preset, not below the preset."""
+    best = max(trivial, key=lambda b: trivial[b])
+    if roc_auc <= trivial[best]:
+        name = best.replace("_", " ")
+        return f"ROC-AUC {roc_auc:.3f} is no better than the {name} scorer ({trivial[best]:.3f})"
+    if preset_roc_auc is not None and roc_auc < preset_roc_auc:
+        return (
+            f"the fine-tuned model's ROC-AUC {roc_auc:.3f} is below the preset's {preset_roc_auc:.3f}:"
+            " keep the preset with your threshold (--approach preset_as_is), or train on more rows or"
+            " rows closer to your test set"
+        )
+    return None
 
 
 def preset_evidence(preset: Path | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
