@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class RunResult:
         scheduler queue and the forward pass (the server's timing headers) and everything else
         (HTTP, the event loop, the load generator)."""
         latency = np.asarray([s.latency_ms for s in self.samples if s.ok])
-        if not latency.size:
+        if not latency.size or len(self.server_ms) != latency.size:  # a peer sends no timing headers
             return {}
         slow = latency >= np.percentile(latency, q)
         queue, infer = np.asarray(self.server_ms)[slow].T
@@ -140,12 +141,20 @@ def offline_ceiling(
     return {"best_items_per_s": max(best.values()), "by_batch_rows": best, "service_s": service_s}
 
 
+def lunaserve_request(
+    item: dict[str, str], traffic_class: str, timeout_ms: float
+) -> tuple[str, dict[str, object]]:
+    """The path and JSON body of one scoring request to lunaserve."""
+    body = {"items": [item], "traffic_class": traffic_class, "timeout_ms": timeout_ms}
+    return f"/v1/metrics/{METRIC}/score", body
+
+
 async def open_loop(
     url: str, items: list[dict[str, str]], rps: float, duration_s: float, *, traffic_class: str,
-    timeout_ms: float, seed: int,
+    timeout_ms: float, seed: int, request: Callable[..., tuple[str, object]] = lunaserve_request,
 ) -> RunResult:  # fmt: skip
     """Poisson arrivals at `rps` for `duration_s` (`loadtest.arrivals`); each request is sent at
-    its scheduled time.
+    its scheduled time. `request` shapes it (another server's path and body: bench/peers).
 
     aiohttp rather than httpx: on the generator's one CPU httpx spends ~1.5 ms per request
     against aiohttp's ~0.3 ms, and that time (and its queueing in a burst) would count as server
@@ -158,10 +167,10 @@ async def open_loop(
     async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
 
         async def one(item: dict[str, str], due: float) -> None:
-            body = {"items": [item], "traffic_class": traffic_class, "timeout_ms": timeout_ms}
+            path, body = request(item, traffic_class, timeout_ms)
             lag_ms = max(0.0, (time.perf_counter() - due) * 1000)
             try:
-                async with client.post(f"/v1/metrics/{METRIC}/score", json=body) as response:
+                async with client.post(path, json=body) as response:
                     await response.read()
                     status, headers = response.status, response.headers
             except (aiohttp.ClientError, TimeoutError):
@@ -169,7 +178,7 @@ async def open_loop(
             latency_ms = (time.perf_counter() - due) * 1000
             sent_at = result.started_at + (due - start) + lag_ms / 1000
             result.samples.append(Sample(sent_at, latency_ms, status, lag_ms, 0, 0))
-            if status == 200 and headers is not None:
+            if status == 200 and headers is not None and "x-queue-time-ms" in headers:
                 result.server_ms.append(
                     (float(headers["x-queue-time-ms"]), float(headers["x-inference-time-ms"]))
                 )
@@ -237,7 +246,12 @@ async def capacity_search(
         return Probe(rps, passed, p99_ms=run.p(99), achieved_qps=run.achieved_rps)
 
     await asyncio.to_thread(
-        step_search, probe, 0.5 * ceiling, growth=1.25, resolution=0.05, max_steps=max_steps,
+        step_search,
+        probe,
+        0.5 * ceiling,
+        growth=1.25,
+        resolution=0.05,
+        max_steps=max_steps,
         max_qps=1.1 * ceiling,
     )
     return runs
