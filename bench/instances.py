@@ -110,6 +110,8 @@ def main() -> int:
         str(cores): round(highest_rate_within(busy_service, budget, servers=cores), 1)
         for cores in (count, 8, 32)
     }
+    # The same budget on this machine with one instance using every thread (the default).
+    one_wide = round(highest_rate_within(np.asarray(service[names[1]]), budget, servers=1), 1)
     result = {
         "artifact": str(args.artifact),
         "tokens": len(window),
@@ -124,6 +126,7 @@ def main() -> int:
             "p99": round(float(np.percentile(busy_service, 99)) * 1000, 2),
         },
         "projected_rate_within_p99_budget": projection,
+        "one_instance_all_threads_rate_within_p99_budget": one_wide,
         "p99_budget_ms": args.p99_budget_ms,
     }
     print(json.dumps(result, indent=2))
