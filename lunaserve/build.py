@@ -60,6 +60,8 @@ class BuildInputs:
     approach: str | None = None  # overrides the plan's recommendation
     objective: str = "macro_f1"
     quantization: str = "static"
+    evidence: tuple[str, ...] | None = None  # None: the preset's evidence features, if any
+    evidence_windowed: tuple[str, ...] = ()
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     url: str | None = None  # a running server to hot-swap into
     admin_key_env: str = "LUNASERVE_ADMIN_KEY"
@@ -180,7 +182,12 @@ class Build:
             entry = Path(
                 self._step(
                     "export",
-                    {"quantization": i.quantization, **self._files(Path(checkpoint))},
+                    {
+                        "quantization": i.quantization,
+                        "evidence": i.evidence,
+                        "evidence_windowed": i.evidence_windowed,
+                        **self._files(Path(checkpoint)),
+                    },
                     lambda w: self._export(w, spec, Path(checkpoint)),
                 )["entry"]
             )
@@ -286,16 +293,19 @@ class Build:
 
         i = self.inputs
         eval_csv = Path(self.records["finetune"].outputs["eval_csv"])
-        version = next_version(i.repository, spec.name) if (i.repository / spec.name).is_dir() else "1"
+        version = next_version(i.repository, spec.name)
         staged_spec = MetricSpec.model_validate({**spec.model_dump(), "version": version})
-        evidence, windowed = preset_evidence(i.preset)
+        if i.evidence is not None:
+            evidence, windowed = i.evidence, i.evidence_windowed
+        else:
+            evidence, windowed = preset_evidence(i.preset)
         options = ExportOptions(
             quantization=i.quantization,  # type: ignore[arg-type]
             evidence_features=evidence,
             windowed_evidence_features=windowed,
         )
         if evidence:
-            self.say(f"    evidence of the preset, refitted on {eval_csv.name}: {', '.join(evidence)}")
+            self.say(f"    evidence features, weights fitted on {eval_csv.name}: {', '.join(evidence)}")
         staging = work / "repository"
         try:
             entry = export_to_repository(

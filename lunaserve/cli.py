@@ -257,6 +257,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         approach=args.approach,
         objective=args.objective,
         quantization=args.quantization,
+        evidence=None if args.evidence is None else tuple(args.evidence),
+        evidence_windowed=tuple(args.evidence_windowed or ()),
         finetune=FinetuneSettings(
             epochs=args.epochs,
             learning_rate=args.lr,
@@ -530,6 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--objective", default="macro_f1", help="calibration objective (see `calibrate`)")
     bd.add_argument(
         "--quantization", choices=["static", "dynamic", "embeddings", "weights", "none"], default="static"
+    )
+    bd.add_argument(
+        "--evidence",
+        nargs="*",
+        choices=[f.value for f in EvidenceFeature],
+        help="evidence features to combine with the fine-tuned encoder, fitted on the eval rows"
+        " (default: the preset's, if it has any)",
+    )
+    bd.add_argument(
+        "--evidence-windowed",
+        nargs="*",
+        choices=[f.value for f in EvidenceFeature],
+        help="with --evidence: weights of their own for items read in several windows",
     )
     bd.add_argument("--epochs", type=int, default=2)
     bd.add_argument("--lr", type=float, default=5e-5)

@@ -226,8 +226,11 @@ def score_rows(model: MetricModel, rows: Sequence[dict[str, str]]) -> tuple[np.n
 
 
 def next_version(repository: Path, name: str) -> str:
-    """One above the highest integer version of `name` in the repository."""
-    versions = [int(p.name) for p in (repository / name).iterdir() if p.is_dir() and p.name.isdigit()]
+    """One above the highest integer version of `name` in the repository ("1" for a new metric)."""
+    folder = repository / name
+    if not folder.is_dir():
+        return "1"
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
     return str(max(versions, default=0) + 1)
 
 

@@ -121,3 +121,17 @@ def test_build_stops_at_the_data_gate_and_resumes_after_the_fix(
     captured = capsys.readouterr()
     assert "] check: done in" in captured.out and "] plan: done in" in captured.out
     assert "fine-tuning needs --train" in captured.err
+
+
+def test_build_combines_the_encoder_with_the_evidence_asked_for(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = workdir / "evidence-repo"
+    argv = build_args(
+        workdir, "evidence", **{"--repository": str(repo), "--evidence": "share_missing_content"}
+    )
+    assert main(argv) == 0, capsys.readouterr()
+    assert "evidence features, weights fitted on eval.csv: share_missing_content" in capsys.readouterr().out
+    (entry,) = (repo / "context_adherence").iterdir()
+    combiner = load_artifact(entry).manifest.evidence
+    assert combiner is not None and list(combiner.feature_weights) == ["share_missing_content"]
