@@ -320,6 +320,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evidence_arguments(
+    parser: argparse.ArgumentParser, combined_with: str, default: list[str] | None
+) -> None:
+    """--evidence and --evidence-windowed, as `export` and `build` both take them."""
+    choices = [f.value for f in EvidenceFeature]
+    parser.add_argument(
+        "--evidence", nargs="*", default=default, choices=choices,
+        help=f"evidence features to combine with {combined_with}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--evidence-windowed", nargs="*", default=default, choices=choices,
+        help="with --evidence: weights of their own, on these features, for items read in several"
+        " windows (long contexts), fitted on the eval rows read that way",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lunaserve",
@@ -448,21 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--card-notes", type=Path, help="YAML: base_model, base_sha256, training provenance, limits"
     )
-    ex.add_argument(
-        "--evidence",
-        nargs="*",
-        default=[],
-        choices=[f.value for f in EvidenceFeature],
-        help="evidence features to combine with the encoder (weights fitted on --eval)",
-    )
-    ex.add_argument(
-        "--evidence-windowed",
-        nargs="*",
-        default=[],
-        choices=[f.value for f in EvidenceFeature],
-        help="with --evidence: weights of their own, on these features, for items read in several"
-        " windows (long contexts), fitted on the --eval rows read that way",
-    )
+    add_evidence_arguments(ex, "the encoder (weights fitted on --eval)", default=[])
     ex.add_argument(
         "--threshold-from-eval",
         action="store_true",
@@ -533,18 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument(
         "--quantization", choices=["static", "dynamic", "embeddings", "weights", "none"], default="static"
     )
-    bd.add_argument(
-        "--evidence",
-        nargs="*",
-        choices=[f.value for f in EvidenceFeature],
-        help="evidence features to combine with the fine-tuned encoder, fitted on the eval rows"
-        " (default: the preset's, if it has any)",
-    )
-    bd.add_argument(
-        "--evidence-windowed",
-        nargs="*",
-        choices=[f.value for f in EvidenceFeature],
-        help="with --evidence: weights of their own for items read in several windows",
+    add_evidence_arguments(
+        bd,
+        "the fine-tuned encoder, fitted on the eval rows (default: the preset's, if it has any)",
+        default=None,
     )
     bd.add_argument("--epochs", type=int, default=2)
     bd.add_argument("--lr", type=float, default=5e-5)

@@ -7,6 +7,7 @@ the next batch goes.
 from __future__ import annotations
 
 import asyncio
+from asyncio import Future
 from collections.abc import AsyncIterator
 
 import pytest
@@ -34,19 +35,21 @@ async def pair() -> AsyncIterator[tuple[BatchScheduler, list[GatedRunner], FakeC
     await scheduler.stop()
 
 
-async def hold(runner: GatedRunner) -> None:
-    runner.gate.clear()
-    runner.started.clear()
+async def both_busy(scheduler: BatchScheduler, runners: list[GatedRunner], keys: range) -> list[Future]:
+    """Close both instances' gates, submit one-window requests `keys`, and return once each
+    instance holds a batch (the first two keys); the rest wait in the queue."""
+    for runner in runners:
+        runner.gate.clear()
+        runner.started.clear()
+    futures = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in keys]
+    for runner in runners:
+        await runner.started.wait()
+    return futures
 
 
 async def test_a_second_batch_runs_on_the_free_instance_while_the_first_is_busy(pair) -> None:  # type: ignore[no-untyped-def]
     scheduler, (one, two), _ = pair
-    await hold(one)
-    await hold(two)
-    first = scheduler.submit([window(1)], OBS, deadline=2000.0)
-    second = scheduler.submit([window(2)], OBS, deadline=2000.0)
-    await one.started.wait()
-    await two.started.wait()  # both batches are in flight at once
+    first, second = await both_busy(scheduler, [one, two], range(1, 3))  # both batches in flight at once
     assert one.batches == [[1]] and two.batches == [[2]]
     one.gate.set()
     two.gate.set()
@@ -57,11 +60,7 @@ async def test_a_second_batch_runs_on_the_free_instance_while_the_first_is_busy(
 
 async def test_queued_work_goes_to_whichever_instance_frees_first(pair) -> None:  # type: ignore[no-untyped-def]
     scheduler, (one, two), _ = pair
-    await hold(one)
-    await hold(two)
-    held = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in (1, 2)]
-    await one.started.wait()
-    await two.started.wait()
+    held = await both_busy(scheduler, [one, two], range(1, 3))
     third = scheduler.submit([window(3)], OBS, deadline=2000.0)
     assert scheduler.queued_tokens == 8  # both busy: the third waits
     two.started.clear()
@@ -74,11 +73,7 @@ async def test_queued_work_goes_to_whichever_instance_frees_first(pair) -> None:
 
 async def test_priorities_hold_across_instances(pair) -> None:  # type: ignore[no-untyped-def]
     scheduler, (one, two), _ = pair
-    await hold(one)
-    await hold(two)
-    held = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in (1, 2)]
-    await one.started.wait()
-    await two.started.wait()
+    held = await both_busy(scheduler, [one, two], range(1, 3))
     late_obs = scheduler.submit([window(3)], OBS, deadline=1500.0)
     guard = scheduler.submit([window(4)], GUARD, deadline=1900.0)
     one.gate.set()  # one instance frees: the guardrail request goes first, then the other
@@ -90,11 +85,7 @@ async def test_priorities_hold_across_instances(pair) -> None:  # type: ignore[n
 
 async def test_drain_finishes_what_every_instance_holds(pair) -> None:  # type: ignore[no-untyped-def]
     scheduler, (one, two), _ = pair
-    await hold(one)
-    await hold(two)
-    futures = [scheduler.submit([window(k)], OBS, deadline=2000.0) for k in range(1, 6)]
-    await one.started.wait()
-    await two.started.wait()
+    futures = await both_busy(scheduler, [one, two], range(1, 6))
     drained = asyncio.ensure_future(scheduler.drain(timeout_s=None))
     one.gate.set()
     two.gate.set()

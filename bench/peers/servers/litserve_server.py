@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 
 import litserve as ls
-import onnxruntime as ort
-from pairs import feeds, load_tokenizer, supported_probability
+from pairs import feeds, load_tokenizer, ort_session, supported_probability
 
 
 class PairClassifier(ls.LitAPI):
@@ -18,11 +17,7 @@ class PairClassifier(ls.LitAPI):
         self.model_path, self.tokenizer_path, self.threads = model, tokenizer, threads
 
     def setup(self, device: str) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
+        self.session, self.names = ort_session(self.model_path, self.threads)
         self.tokenizer = load_tokenizer(self.tokenizer_path)
 
     def decode_request(self, request: dict[str, str]) -> dict[str, str]:

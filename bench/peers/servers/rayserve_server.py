@@ -9,10 +9,9 @@ import argparse
 import signal
 import threading
 
-import onnxruntime as ort
 import ray
 from fastapi import FastAPI
-from pairs import feeds, load_tokenizer, supported_probability
+from pairs import feeds, load_tokenizer, ort_session, supported_probability
 from ray import serve
 
 app = FastAPI()
@@ -23,11 +22,7 @@ def build(model: str, tokenizer: str, threads: int, max_batch: int, wait_s: floa
     @serve.ingress(app)
     class PairClassifier:
         def __init__(self) -> None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-            self.names = [i.name for i in self.session.get_inputs()]
+            self.session, self.names = ort_session(model, threads)
             self.tokenizer = load_tokenizer(tokenizer)
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)

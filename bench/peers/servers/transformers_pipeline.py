@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-import uvicorn
-from fastapi import FastAPI
-from pairs import MAX_TOKENS, first_and_second
+from pairs import MAX_TOKENS, first_and_second, serve
 from transformers import pipeline
 
 
@@ -23,21 +21,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     classify = pipeline("text-classification", model=args.checkpoint, device="cpu", top_k=None)
     supported = classify.model.config.id2label.get(1, "LABEL_1")
-    app = FastAPI()
 
-    @app.get("/ready")
-    def ready() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.post("/score")
-    def score(item: dict[str, str]) -> dict[str, float]:
+    def score(item: dict[str, str]) -> float:
         first, second = first_and_second(item)
         scores = classify(
             {"text": first, "text_pair": second}, truncation="only_second", max_length=MAX_TOKENS
         )
-        return {"score": next(s["score"] for s in scores if s["label"] == supported)}
+        return next(s["score"] for s in scores if s["label"] == supported)
 
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    serve(score, args.port)
 
 
 if __name__ == "__main__":
