@@ -111,7 +111,7 @@ loto-%: setup
 	  --quantization $(QUANTIZATION) --evidence $(EVIDENCE) --evidence-windowed $(EVIDENCE_WINDOWED) --threshold-from-eval
 	$(BIN)/lunaserve evaluate $(LOTO)/$*/repository/context_adherence/2 --test $(LOTO)/$*/data/$*_test.csv \
 	  --out $(LOTO)/$*/evaluation --record $* --generalisation-of repository/context_adherence/2 \
-	  --description "Trained and tuned on the other HaluEval tasks only ($(call loto_contexts,$*)); 300 length-matched $* test pairs."
+	  --description "Trained and tuned on the other HaluEval tasks only ($(call loto_contexts,$*)); 300 length-matched $* test pairs. bf16 autocast where the CPU computes bfloat16 natively, else fp32 (the training log says which)."
 
 lint: setup
 	$(BIN)/ruff check .
