@@ -87,21 +87,15 @@ def test_set(data: Path, pairs_per_task: int, seed: int) -> list[dict[str, str]]
 
 
 def cpu_description() -> dict[str, object]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
+    """The CPU the figures were taken on (bench/server_load.py's reading, and finetune's bf16 check)."""
+    from bench.server_load import _cpu_model
+    from models.finetune import native_bf16
 
-        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except ImportError:
-        native_bf16 = False
-    return {"cpus": os.cpu_count(), "model": model or platform.processor(), "native_bf16": native_bf16}
+    return {
+        "cpus": os.cpu_count(),
+        "model": _cpu_model() or platform.processor(),
+        "native_bf16": native_bf16(),
+    }
 
 
 def main() -> int:
@@ -123,6 +117,11 @@ def main() -> int:
     parser.add_argument("--quantization", default="weights")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    for name in ("requirements", "spec"):
+        if not getattr(args, name).is_file():
+            parser.error(f"--{name} {getattr(args, name)}: no such file")
+    if args.preset is not None and not (args.preset / "manifest.json").is_file():
+        parser.error(f"--preset {args.preset}: not a repository entry (no manifest.json)")
 
     work = args.work.resolve()
     if work.exists():
@@ -171,11 +170,8 @@ def main() -> int:
         wall_s = time.monotonic() - started
     summary_path = work / "run" / "build.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    plan = (
-        json.loads((work / "run" / "plan" / "plan.json").read_text())
-        if (work / "run" / "plan").is_dir()
-        else {}
-    )
+    plan_path = work / "run" / "plan" / "plan.json"
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     result = {
         "passed": build.returncode == 0,
         "wall_s": round(wall_s, 1),
