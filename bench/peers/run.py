@@ -380,6 +380,8 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="the 64-256 mix only")
     args = parser.parse_args()
+    if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: not a transformers checkpoint (no config.json)")
     args.start_rps = {"64-256": 10.0, "512": 3.0}
     result = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
