@@ -8,7 +8,7 @@ search (`search`). The offline ceiling is measured with the server's thread coun
 The generator is aiohttp in one event loop rather than Locust: at these rates its per-request
 cost must stay far below the server's.
 
-    python bench/server_load.py --repository repository --out docs/benchmarks.json
+    python bench/server_load.py --repository repository --out docs/benchmarks.json   # newest version
     python bench/server_load.py --quick --step-s 5 --out build/bench/quick.json   # a few minutes
 
 Not a test: figures go into docs/benchmarks.md and closing notes.
@@ -42,6 +42,7 @@ from loadtest.placement import place  # noqa: E402
 from loadtest.samples import Sample, SpanFigures, span_figures  # noqa: E402
 from loadtest.search import Probe, step_search  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
+from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
 METRIC = "context_adherence"
@@ -334,6 +335,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         server.stop(60)
     padding = _padding(scrape)
     return {
+        "metric": f"{METRIC}/{args.version}",
         "machine": {
             "cpu_model": _cpu_model(),
             "cpus": os.cpu_count(),
@@ -372,7 +374,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repository", type=Path, default=ROOT / "repository")
-    parser.add_argument("--version", default="1")
+    parser.add_argument(
+        "--version", help="the metric's version to measure (default: the newest, which the server serves)"
+    )
     parser.add_argument(
         "--step-s", type=float, default=30.0,
         help="seconds per load step (a p99 wants 1000+ requests: shorter steps make it noisy)",
@@ -384,6 +388,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
     args = parser.parse_args()
+    if args.version is None:
+        versions = [p.name for p in (args.repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
+        if not versions:
+            parser.error(f"{args.repository}: no {METRIC} version with a manifest.json")
+        args.version = max(versions, key=version_key)
     figures = asyncio.run(bench(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -22,6 +22,10 @@ The peers:
     bench/peers/setup
     python bench/peers/run.py --checkpoint build/checkpoints/context_adherence-2 \\
         --out build/peers/results.json
+    python bench/peers/plot.py build/peers/results.json --out docs/peers.svg
+
+--repository serves another repository's newest context_adherence (default: the project's):
+give the one exported from --checkpoint, so that every server runs the same weights.
 
 Not a test: the table goes into docs/benchmarks.md.
 """
@@ -51,11 +55,20 @@ from bench.server_load import SLO_P99_S, RunResult, length_mix, open_loop  # noq
 from loadtest.placement import place, taskset  # noqa: E402
 from loadtest.search import Probe, step_search  # noqa: E402
 from loadtest.server import LocalServer, free_port  # noqa: E402
+from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 VENVS = ROOT / "build" / "peers"
-ARTIFACT = ROOT / "repository" / "context_adherence" / "2"
+METRIC = "context_adherence"
+
+
+def newest_version(repository: Path) -> Path:
+    """The version folder the server will serve: the newest of the metric's."""
+    versions = [p for p in (repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
+    if not versions:
+        raise SystemExit(f"{repository}: no {METRIC} version with a manifest.json")
+    return max(versions, key=lambda p: version_key(p.name))
 
 
 @dataclass
@@ -102,9 +115,9 @@ def standard_export(checkpoint: Path, out: Path) -> Path:
     return quantised
 
 
-def peers(checkpoint: Path | None, standard: Path | None) -> list[Peer]:
-    tokenizer = str(ARTIFACT / "tokenizer.json")
-    model = str(ARTIFACT / "model.onnx")
+def peers(artifact: Path, checkpoint: Path | None, standard: Path | None) -> list[Peer]:
+    tokenizer = str(artifact / "tokenizer.json")
+    model = str(artifact / "model.onnx")
 
     def venv(name: str) -> str:
         return str(VENVS / f"venv-{name}" / "bin" / "python")
@@ -187,11 +200,13 @@ class TreeWatch:
         self._stop.set()
 
 
-def start(peer: Peer, cpus: tuple[int, ...], log: Path) -> tuple[str, Callable[[], None], int]:
+def start(
+    peer: Peer, cpus: tuple[int, ...], log: Path, repository: Path
+) -> tuple[str, Callable[[], None], int]:
     """The peer's URL, a stop function, and its process id."""
     if not peer.command:
         server = LocalServer(
-            ARTIFACT.parent.parent, log, ["--log_level", "warning", "--deadlines.max_timeout_ms", "60000"],
+            repository, log, ["--log_level", "warning", "--deadlines.max_timeout_ms", "60000"],
             cpus=cpus, threads=1,
         ).start()  # fmt: skip
         assert server.process is not None
@@ -278,6 +293,11 @@ async def measure(
             )  # fmt: skip
             runs = await asyncio.to_thread(capacity_runs, peer, url, mix, items, args, loop)
             capacity = max((r.achieved_rps for r in runs if passed(r)), default=0.0)
+            steps = [
+                {"offered_rps": round(r.offered_rps, 2), "achieved_rps": round(r.achieved_rps, 2),
+                 "p50_ms": round(r.p(50), 1), "p99_ms": round(r.p(99), 1), "passed": passed(r)}
+                for r in runs
+            ]  # fmt: skip
             rate = moderate.setdefault(mix, max(capacity * 0.5, 1.0))  # lunaserve's half, for everyone
             cpu_before = watch.cpu_s()
             fixed = await open_loop(
@@ -292,6 +312,7 @@ async def measure(
                 "moderate_p99_ms": round(fixed.p(99), 1),
                 "cpu_s_per_1000": round(1000 * cpu_used / max(fixed.sent, 1), 2),
                 "errors_at_moderate": fixed.sent - sum(s.status == 200 for s in fixed.samples),
+                "steps": steps,
             }
     finally:
         watch.close()
@@ -299,28 +320,36 @@ async def measure(
     return out
 
 
+def _over(a: object, b: object) -> float | None:
+    return (
+        round(float(a) / float(b), 2)
+        if isinstance(a, int | float) and isinstance(b, int | float) and b
+        else None
+    )
+
+
 def ratios(results: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    """Each peer's figures over lunaserve's (>1 capacity: the peer is ahead)."""
+    """lunaserve's figures against each peer's: capacity as lunaserve over the peer (>1:
+    lunaserve ahead), the costs (moderate-rate p99, CPU, memory) as the peer over lunaserve
+    (>1: the peer costs more)."""
     base = results.get("lunaserve", {})
     table: dict[str, dict[str, object]] = {}
     for name, figures in results.items():
         if "why_not" in figures or "error" in figures:
             continue
-        row: dict[str, object] = {}
+        row: dict[str, object] = {
+            "peer_rss_over_lunaserve": _over(figures.get("peak_rss_mb"), base.get("peak_rss_mb"))
+        }
         for mix, f in figures.items():
-            if not isinstance(f, dict) or mix not in base:
+            b = base.get(mix)
+            if not isinstance(f, dict) or not isinstance(b, dict):
                 continue
-            b = base[mix]
-            assert isinstance(b, dict)
             row[mix] = {
-                "lunaserve_capacity_over_peer": round(
-                    b["capacity_rps_p99_100ms"] / f["capacity_rps_p99_100ms"], 2
-                )
-                if f["capacity_rps_p99_100ms"]
-                else None,
-                "peer_cpu_over_lunaserve": round(f["cpu_s_per_1000"] / b["cpu_s_per_1000"], 2)
-                if b["cpu_s_per_1000"]
-                else None,
+                "lunaserve_capacity_over_peer": _over(
+                    b["capacity_rps_p99_100ms"], f["capacity_rps_p99_100ms"]
+                ),
+                "peer_moderate_p99_over_lunaserve": _over(f["moderate_p99_ms"], b["moderate_p99_ms"]),
+                "peer_cpu_over_lunaserve": _over(f["cpu_s_per_1000"], b["cpu_s_per_1000"]),
             }
         table[name] = row
     return table
@@ -331,7 +360,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     server_cpus = placement.server_cpus[:1] if placement.pinned else ()
     if placement.pinned:
         os.sched_setaffinity(0, set(placement.generator_cpus))
-    model = MetricModel.load(ARTIFACT, intra_op_threads=1)
+    artifact = newest_version(args.repository)
+    model = MetricModel.load(artifact, intra_op_threads=1)
     mixes = {"64-256": length_mix(model, [64, 96, 128, 192, 256])}
     if not args.quick:
         mixes["512"] = length_mix(model, [512])
@@ -341,7 +371,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     moderate: dict[str, float] = {}
     logs = VENVS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for peer in peers(args.checkpoint, standard):
+    for peer in peers(artifact, args.checkpoint, standard):
         if args.only and peer.name not in args.only:
             continue
         if peer.why_not:
@@ -350,7 +380,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             continue
         print(f"{peer.name} ...", flush=True)
         try:
-            url, stop, pid = start(peer, server_cpus, logs / f"{peer.name}.log")
+            url, stop, pid = start(peer, server_cpus, logs / f"{peer.name}.log", args.repository)
         except RuntimeError as exc:
             results[peer.name] = {"error": str(exc)[-1500:]}
             continue
@@ -359,6 +389,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         finally:
             stop()
     return {
+        "artifact": str(artifact),
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "placement": placement.describe(),
         "server_cpus": list(server_cpus),
         "results": results,
@@ -371,6 +403,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", type=Path, help="the fp32 PyTorch checkpoint of the served model")
+    parser.add_argument(
+        "--repository", type=Path, default=ROOT / "repository",
+        help="lunaserve's repository; its newest context_adherence is what every ONNX peer runs",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=VENVS / "results.json")
     parser.add_argument("--step-s", type=float, default=15.0)
     parser.add_argument("--warmup-s", type=float, default=5.0)
