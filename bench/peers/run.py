@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -366,7 +367,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     if not args.quick:
         mixes["512"] = length_mix(model, [512])
     del model
-    standard = standard_export(args.checkpoint, VENVS / "standard-export") if args.checkpoint else None
+    standard = None
+    if args.checkpoint:  # one export per checkpoint: a cached one of another would compare other weights
+        key = hashlib.sha1(str(args.checkpoint.resolve()).encode()).hexdigest()[:12]
+        standard = standard_export(args.checkpoint, VENVS / "standard-export" / key)
     results: dict[str, dict[str, object]] = {}
     moderate: dict[str, float] = {}
     logs = VENVS / "logs"
