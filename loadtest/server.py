@@ -27,6 +27,21 @@ class ServerStartError(RuntimeError):
     """The server exited or never became ready; the message carries the end of its log."""
 
 
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float) -> bool:
+    """Poll `url` until it answers 200 (True), or the process exits or the time runs out
+    (False: the caller tells which by `process.poll()`). Shared by every launcher here and in
+    bench/ (the server, Prometheus, the peers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)  # start-up poll only
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,18 +88,10 @@ class LocalServer:
             self.process = subprocess.Popen(
                 self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerStartError(
-                    f"the server exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)  # start-up poll only
+        if wait_until_ready(self.process, self.url + "/readyz", self.start_timeout_s):
+            return self
+        if self.process.poll() is not None:
+            raise ServerStartError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
         self.stop()
         raise ServerStartError(
             f"the server was not ready after {self.start_timeout_s:g}s:\n{self.log_tail()}"

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import yaml
 
-from loadtest.server import LocalServer, free_port
+from loadtest.server import LocalServer, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
@@ -75,16 +75,10 @@ class Prometheus:
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PrometheusError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)  # start-up poll only
+        if wait_until_ready(self.process, self.url + "/-/ready", timeout_s):
+            return self
+        if self.process.poll() is not None:
+            raise PrometheusError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
         self.stop()
         raise PrometheusError(f"prometheus was not ready after {timeout_s:g}s:\n{self.log_tail()}")
 

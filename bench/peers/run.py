@@ -41,12 +41,10 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from bench.server_load import SLO_P99_S, RunResult, length_mix, open_loop  # noqa: E402
 from loadtest.placement import place, taskset  # noqa: E402
 from loadtest.search import Probe, step_search  # noqa: E402
-from loadtest.server import LocalServer, free_port  # noqa: E402
+from loadtest.server import LocalServer, free_port, wait_until_ready  # noqa: E402
 from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
@@ -219,17 +217,9 @@ def start(
             cwd=SERVERS, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    if not wait_until_ready(process, url + peer.ready_path, 300):
         if process.poll() is not None:
             raise RuntimeError(f"{peer.name} exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(url + peer.ready_path, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)  # start-up poll only
-    else:
         process.kill()
         raise RuntimeError(f"{peer.name} was not ready in 300 s")
 
