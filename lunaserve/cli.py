@@ -128,6 +128,17 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _auc_margin(text: str) -> float:
+    """A ROC-AUC margin: a number from 0 to 1, with a clear error otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a ROC-AUC margin from 0 to 1 (e.g. 0.05)")
+    return value
+
+
 def _cmd_base_fetch(args: argparse.Namespace) -> int:
     from models.base_fetch import PINNED, extract_base_model, fetch_pinned
 
@@ -157,6 +168,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         max_train_tokens=args.max_train_tokens,
         seed=args.seed,
         bf16=args.bf16,
+        revert_if_auc_drops=args.revert_if_auc_drops,
     )
     print(result)
     return 0
@@ -443,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action="store_true",
         help="train under bfloat16 autocast (faster on CPUs with AMX or AVX512-BF16; evaluation stays fp32)",
+    )
+    ft.add_argument(
+        "--revert-if-auc-drops",
+        type=_auc_margin,
+        metavar="MARGIN",
+        help="score the eval split before training too; if the run ends more than MARGIN of ROC-AUC"
+        " below its best point (the start or an epoch), save that point's weights instead",
     )
     ft.set_defaults(handler=_cmd_finetune)
 

@@ -223,6 +223,25 @@ def _deterministic_run() -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
+def _auc(figures: dict[str, float]) -> float:
+    auc = figures.get("roc_auc", float("nan"))
+    return float("-inf") if math.isnan(auc) else auc
+
+
+@dataclass
+class _BestPoint:
+    """The weights (a copy) at the best eval ROC-AUC seen so far, and when."""
+
+    epoch: float
+    roc_auc: float
+    state: dict[str, Any]
+
+    @classmethod
+    def of(cls, model: Any, figures: dict[str, float]) -> _BestPoint:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return cls(figures["epoch"], _auc(figures), state)
+
+
 def finetune(
     base_dir: Path,
     train_csv: Path,
@@ -240,6 +259,7 @@ def finetune(
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
     bf16: bool = False,
+    revert_if_auc_drops: float | None = None,
 ) -> FinetuneResult:
     """Fine-tune `base_dir` on `train_csv`, evaluate on `eval_csv` each epoch, save to `out_dir`.
 
@@ -253,6 +273,12 @@ def finetune(
     took 3.28 s against 4.30 s in fp32 on this project's AMX-BF16 CPUs); weights, optimiser and
     the per-epoch evaluation stay fp32. On a CPU without native bfloat16 (`native_bf16`) it trains
     in fp32 instead, says so on stderr, and the log records both what was asked and what ran.
+
+    With `revert_if_auc_drops` (a ROC-AUC margin), the eval split is also scored before the first
+    step, and if the run ends more than that margin below the best point seen (the start or an
+    epoch), that point's weights are saved instead, with a `reverted` record and a warning. A
+    stage whose loss slides to ln 2 (a constant output: seen in fp32, docs/quality.md) then
+    costs its time but not the earlier stages' learning.
     """
     with _deterministic_run():
         import torch
@@ -351,6 +377,12 @@ def finetune(
                     "versions": _versions(),
                 }
             )
+            best: _BestPoint | None = None
+            if revert_if_auc_drops is not None:
+                probs, _ = score_items(model, eval_encoder, eval_rows)
+                figures = {**evaluate_probs(probs, eval_labels, spec), "epoch": 0.0}
+                write({"event": "start_eval", **figures})
+                best = _BestPoint.of(model, figures)
             for epoch in range(1, epochs + 1):
                 epoch_started = time.perf_counter()
                 model.train()
@@ -387,6 +419,19 @@ def finetune(
                 )
                 epoch_figures.append(figures)
                 write({"event": "epoch", **figures})
+                if best is not None and epoch < epochs and _auc(figures) > best.roc_auc:
+                    best = _BestPoint.of(model, figures)
+            if best is not None and revert_if_auc_drops is not None:
+                final = _auc(epoch_figures[-1]) if epoch_figures else best.roc_auc
+                if best.roc_auc - final > revert_if_auc_drops:
+                    model.load_state_dict(best.state)
+                    write({"event": "reverted", "to_epoch": best.epoch, "roc_auc": best.roc_auc,
+                           "final_roc_auc": final, "margin": revert_if_auc_drops})  # fmt: skip
+                    print(
+                        f"finetune: eval ROC-AUC fell from {best.roc_auc:.3f} (epoch {best.epoch:g}) to"
+                        f" {final:.3f}; saving the epoch-{best.epoch:g} weights instead",
+                        file=sys.stderr,
+                    )
             duration = time.perf_counter() - started
             write({"event": "end", "steps": step, "duration_s": round(duration, 2)})
 

@@ -255,3 +255,67 @@ def test_finetune_restores_the_deterministic_setting(
     assert not torch.are_deterministic_algorithms_enabled()
     _run(base_dir, tmp_path, spec, "ckpt")
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def _easy_rows(path: Path, n: int, seed: int) -> Path:
+    """Rows the tiny model learns in a few epochs: the answer word alone gives the label."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["input", "output", "context", "label"])
+        writer.writeheader()
+        for i in range(n):
+            supported = i % 2 == 0
+            writer.writerow(
+                {
+                    "input": "w0",
+                    "output": "w1" if supported else "w2",
+                    "context": " ".join(rng.sample(WORDS, 8)),
+                    "label": "supported" if supported else "hallucinated",
+                }
+            )
+    return path
+
+
+def _easy_run(base: Path, tmp_path: Path, spec: MetricSpec, out: str, **options: object):
+    train, evaluation = (
+        _easy_rows(tmp_path / "easy_train.csv", 40, 1),
+        _easy_rows(tmp_path / "easy_eval.csv", 12, 2),
+    )
+    settings: dict[str, object] = {"batch_size": 8, "max_train_tokens": 40, "seed": 7, "progress": False}
+    return finetune(base, train, evaluation, spec, tmp_path / out, **{**settings, **options})  # type: ignore[arg-type]
+
+
+def test_finetune_reverts_to_its_start_when_the_eval_auc_collapses(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    """A stage that wrecks what the previous one learned (a learning rate of 1 drives the tiny
+    model to a constant output, eval loss ln 2, as stage 3 did in fp32) saves the previous
+    weights instead, and says so."""
+    learned = _easy_run(base_dir, tmp_path, spec, "learned", epochs=6, learning_rate=3e-3)
+    start_auc = learned.epochs[-1]["roc_auc"]
+    assert start_auc > 0.9  # the start is worth keeping
+    wrecked = _easy_run(
+        learned.out_dir, tmp_path, spec, "wrecked", epochs=1, learning_rate=1.0, revert_if_auc_drops=0.05
+    )
+    records = [json.loads(line) for line in wrecked.log_path.read_text().splitlines()]
+    start = next(r for r in records if r["event"] == "start_eval")
+    assert start["roc_auc"] == pytest.approx(start_auc)
+    assert wrecked.epochs[-1]["roc_auc"] == pytest.approx(0.5)  # what the run itself ended at
+    reverted = next(r for r in records if r["event"] == "reverted")
+    assert reverted["to_epoch"] == 0.0 and reverted["roc_auc"] == pytest.approx(start_auc)
+    # the saved weights are the start's: scored again without learning, they rank as the start did
+    again = _easy_run(wrecked.out_dir, tmp_path, spec, "again", epochs=1, learning_rate=0.0)
+    assert again.epochs[-1]["roc_auc"] == pytest.approx(start_auc)
+
+
+def test_finetune_keeps_its_end_when_the_eval_auc_holds(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    result = _easy_run(
+        base_dir, tmp_path, spec, "out", epochs=6, learning_rate=3e-3, revert_if_auc_drops=0.05
+    )
+    events = [json.loads(line)["event"] for line in result.log_path.read_text().splitlines()]
+    assert "start_eval" in events and "reverted" not in events
+    assert result.epochs[-1]["roc_auc"] > 0.9
+    check = _easy_run(result.out_dir, tmp_path, spec, "check", epochs=1, learning_rate=0.0)
+    assert check.epochs[-1]["roc_auc"] == pytest.approx(result.epochs[-1]["roc_auc"])
