@@ -1,7 +1,7 @@
 """Throughput against p99 for every server of one `bench/peers/run.py` result.
 
 One panel per payload mix; each server's capacity-search steps as a line (achieved req/s,
-p99 ms on a log axis), passing steps filled, failing ones hollow, and the 100 ms budget.
+p99 ms on a log axis), passing steps filled, failing ones hollow, and the mix's p99 budget.
 
     python bench/peers/plot.py build/peers/results.json --out docs/peers.svg
 """
@@ -45,7 +45,13 @@ def plot(result: dict[str, object], out: Path) -> None:
                     s["achieved_rps"], s["p99_ms"], "o", color=line.get_color(),
                     fillstyle="full" if s["passed"] else "none",
                 )  # fmt: skip
-        ax.axhline(100, color="grey", linestyle="--", linewidth=1)
+        budgets = {
+            f[mix].get("p99_budget_ms", 100)
+            for f in result["results"].values()
+            if isinstance(f.get(mix), dict)
+        }  # type: ignore[union-attr, attr-defined]
+        for budget in budgets:
+            ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")
         ax.set_xlabel("achieved req/s (open loop, Poisson)")
         ax.set_ylabel("p99 latency, ms")

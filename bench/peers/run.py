@@ -258,14 +258,20 @@ def capacity_runs(
         run = asyncio.run_coroutine_threadsafe(coroutine, loop).result()
         runs.append(run)
         print(f"  {peer.name} {mix} {rps:.1f} req/s: {run.summary()}", flush=True)
-        return Probe(rps, passed(run), p99_ms=run.p(99), achieved_qps=run.achieved_rps)
+        return Probe(rps, passed(run, mix), p99_ms=run.p(99), achieved_qps=run.achieved_rps)
 
     step_search(probe, args.start_rps[mix], growth=1.25, resolution=0.05, max_steps=args.max_steps)
     return runs
 
 
-def passed(run: RunResult) -> bool:
-    return run.p(99) <= SLO_P99_S * 1000 and run.other_errors == 0 and run.rejected_503 == 0
+# The p99 budget of each payload mix. 100 ms is the budget; one 512-token forward pass
+# alone takes ~120 ms (int8) to ~190 ms (fp32) on one core of this CPU, so no server can meet it
+# there, and the 512 mix is searched within 500 ms instead (docs/benchmarks.md says so).
+P99_BUDGET_MS = {"64-256": SLO_P99_S * 1000, "512": 500.0}
+
+
+def passed(run: RunResult, mix: str) -> bool:
+    return run.p(99) <= P99_BUDGET_MS[mix] and run.other_errors == 0 and run.rejected_503 == 0
 
 
 async def measure(
@@ -283,10 +289,10 @@ async def measure(
                 request=request,
             )  # fmt: skip
             runs = await asyncio.to_thread(capacity_runs, peer, url, mix, items, args, loop)
-            capacity = max((r.achieved_rps for r in runs if passed(r)), default=0.0)
+            capacity = max((r.achieved_rps for r in runs if passed(r, mix)), default=0.0)
             steps = [
                 {"offered_rps": round(r.offered_rps, 2), "achieved_rps": round(r.achieved_rps, 2),
-                 "p50_ms": round(r.p(50), 1), "p99_ms": round(r.p(99), 1), "passed": passed(r)}
+                 "p50_ms": round(r.p(50), 1), "p99_ms": round(r.p(99), 1), "passed": passed(r, mix)}
                 for r in runs
             ]  # fmt: skip
             rate = moderate.setdefault(mix, max(capacity * 0.5, 1.0))  # lunaserve's half, for everyone
@@ -297,7 +303,8 @@ async def measure(
             )  # fmt: skip
             cpu_used = watch.cpu_s() - cpu_before
             out[mix] = {
-                "capacity_rps_p99_100ms": round(capacity, 1),
+                "capacity_rps_within_budget": round(capacity, 1),  # within P99_BUDGET_MS[mix]
+                "p99_budget_ms": P99_BUDGET_MS[mix],
                 "moderate_rps": round(rate, 1),
                 "moderate_p50_ms": round(fixed.p(50), 1),
                 "moderate_p99_ms": round(fixed.p(99), 1),
@@ -337,7 +344,7 @@ def ratios(results: dict[str, dict[str, object]]) -> dict[str, dict[str, object]
                 continue
             row[mix] = {
                 "lunaserve_capacity_over_peer": _over(
-                    b["capacity_rps_p99_100ms"], f["capacity_rps_p99_100ms"]
+                    b["capacity_rps_within_budget"], f["capacity_rps_within_budget"]
                 ),
                 "peer_moderate_p99_over_lunaserve": _over(f["moderate_p99_ms"], b["moderate_p99_ms"]),
                 "peer_cpu_over_lunaserve": _over(f["cpu_s_per_1000"], b["cpu_s_per_1000"]),
@@ -412,7 +419,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
         parser.error(f"--checkpoint {args.checkpoint}: not a transformers checkpoint (no config.json)")
-    args.start_rps = {"64-256": 10.0, "512": 3.0}
+    args.start_rps = {"64-256": 6.0, "512": 2.0}
+    args.repository = args.repository.resolve()  # the peers run from their own folder
+    if args.checkpoint is not None:
+        args.checkpoint = args.checkpoint.resolve()
     result = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

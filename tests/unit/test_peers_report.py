@@ -12,7 +12,7 @@ def _mix(
     capacity: float, p99: float, cpu: float, steps: list[tuple[float, float, bool]]
 ) -> dict[str, object]:
     return {
-        "capacity_rps_p99_100ms": capacity, "moderate_p99_ms": p99, "cpu_s_per_1000": cpu,
+        "capacity_rps_within_budget": capacity, "moderate_p99_ms": p99, "cpu_s_per_1000": cpu,
         "steps": [{"offered_rps": r, "achieved_rps": r, "p50_ms": p / 2, "p99_ms": p, "passed": ok}
                   for r, p, ok in steps],
     }  # fmt: skip
