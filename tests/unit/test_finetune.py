@@ -72,24 +72,28 @@ def base_dir(tmp_path: Path) -> Path:
     return base
 
 
-def _write_rows(path: Path, n: int, seed: int) -> Path:
-    rng = random.Random(seed)
+def _row(query: str, answer: str, context: list[str], supported: bool) -> dict[str, str]:
+    label = "supported" if supported else "hallucinated"
+    return {"input": query, "output": answer, "context": " ".join(context), "label": label}
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["input", "output", "context", "label"])
         writer.writeheader()
-        for i in range(n):
-            context = rng.sample(WORDS, 38 if i % 5 == 0 else 8)  # some are cut at 40 tokens
-            supported = i % 2 == 0
-            answer = rng.choice(context) if supported else rng.choice(sorted(set(WORDS) - set(context)))
-            writer.writerow(
-                {
-                    "input": "w0 w1",
-                    "output": answer,
-                    "context": " ".join(context),
-                    "label": "supported" if supported else "hallucinated",
-                }
-            )
+        writer.writerows(rows)
     return path
+
+
+def _write_rows(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        context = rng.sample(WORDS, 38 if i % 5 == 0 else 8)  # some are cut at 40 tokens
+        supported = i % 2 == 0
+        answer = rng.choice(context) if supported else rng.choice(sorted(set(WORDS) - set(context)))
+        rows.append(_row("w0 w1", answer, context, supported))
+    return _write_csv(path, rows)
 
 
 def _run(base_dir: Path, tmp_path: Path, spec: MetricSpec, out: str, **overrides: object):
@@ -260,20 +264,11 @@ def test_finetune_restores_the_deterministic_setting(
 def _easy_rows(path: Path, n: int, seed: int) -> Path:
     """Rows the tiny model learns in a few epochs: the answer word alone gives the label."""
     rng = random.Random(seed)
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["input", "output", "context", "label"])
-        writer.writeheader()
-        for i in range(n):
-            supported = i % 2 == 0
-            writer.writerow(
-                {
-                    "input": "w0",
-                    "output": "w1" if supported else "w2",
-                    "context": " ".join(rng.sample(WORDS, 8)),
-                    "label": "supported" if supported else "hallucinated",
-                }
-            )
-    return path
+    rows = []
+    for i in range(n):
+        supported = i % 2 == 0
+        rows.append(_row("w0", "w1" if supported else "w2", rng.sample(WORDS, 8), supported))
+    return _write_csv(path, rows)
 
 
 def _easy_run(base: Path, tmp_path: Path, spec: MetricSpec, out: str, **options: object):
