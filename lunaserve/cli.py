@@ -128,15 +128,23 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _auc_margin(text: str) -> float:
-    """A ROC-AUC margin: a number from 0 to 1, with a clear error otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a ROC-AUC margin from 0 to 1 (e.g. 0.05)")
-    return value
+def _from_0_to_1(what: str, example: str) -> Callable[[str], float]:
+    """An argparse type for a number from 0 to 1, with a clear error naming `what` otherwise."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value <= 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what} from 0 to 1 (e.g. {example})")
+        return value
+
+    return parse
+
+
+_auc_margin = _from_0_to_1("a ROC-AUC margin", "0.05")
+_probability = _from_0_to_1("a probability", "0.1")
 
 
 def _cmd_base_fetch(args: argparse.Namespace) -> int:
@@ -169,6 +177,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         bf16=args.bf16,
         revert_if_auc_drops=args.revert_if_auc_drops,
+        attention_dropout=args.attention_dropout,
+        evaluate=args.evaluate,
     )
     print(result)
     return 0
@@ -440,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--cache", type=Path, default=Path("build/downloads"))
     fetch.set_defaults(handler=_cmd_base_fetch)
 
+    from models.finetune import EVALUATE_WHEN  # no torch: that loads when a run starts
+
     ft = sub.add_parser("finetune", help="fine-tune a base checkpoint as a pair classifier")
     ft.add_argument("--base", type=Path, required=True, help="base checkpoint folder")
     ft.add_argument("--train", type=Path, required=True)
@@ -462,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MARGIN",
         help="score the eval split before training too; if the run ends more than MARGIN of ROC-AUC"
         " below its best point (the start or an epoch), save that point's weights instead",
+    )
+    ft.add_argument(
+        "--attention-dropout",
+        type=_probability,
+        metavar="P",
+        help="dropout on attention probabilities while training, in place of the base config's;"
+        " 0 lets the fused attention kernel run (1.4x faster fp32 steps at 288 tokens here)",
+    )
+    ft.add_argument(
+        "--evaluate",
+        choices=EVALUATE_WHEN,
+        default="every-epoch",
+        help="when to score the eval split (one pass over version 2's took ~110 s on 2 cores)",
     )
     ft.set_defaults(handler=_cmd_finetune)
 

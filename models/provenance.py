@@ -28,7 +28,7 @@ def training_record(checkpoint: Path) -> dict[str, Any]:
         kind = event.get("event")
         if kind == "start":
             record.update({k: event[k] for k in TRAINING_KEYS if k in event})
-        elif kind == "epoch":
+        elif kind == "epoch" and "roc_auc" in event:
             record["last_epoch_eval"] = {k: event[k] for k in ("roc_auc", "f1", "loss") if k in event}
         elif kind == "end":
             record["training_seconds"] = event.get("duration_s")

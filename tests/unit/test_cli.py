@@ -88,3 +88,19 @@ def test_cli_halueval_counts_are_checked_before_any_work(
 ) -> None:
     assert main(["data", "halueval", flag, value]) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--revert-if-auc-drops", "1.5", "expected a ROC-AUC margin from 0 to 1"),
+        ("--attention-dropout", "-0.1", "expected a probability from 0 to 1"),
+        ("--attention-dropout", "none", "expected a probability from 0 to 1"),
+    ],
+)
+def test_cli_finetune_fractions_are_checked_before_any_work(
+    flag: str, value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["finetune", "--base", str(tmp_path), "--train", "t.csv", "--eval", "e.csv", "--out", "o"]
+    assert main([*args, flag, value]) == 2
+    assert says in capsys.readouterr().err

@@ -19,6 +19,7 @@ from tokenizers.processors import TemplateProcessing  # noqa: E402
 
 from models import finetune as finetune_module  # noqa: E402
 from models.finetune import (  # noqa: E402
+    EVALUATE_WHEN,
     FinetuneError,
     finetune,
     length_sorted_batches,
@@ -188,6 +189,47 @@ def test_finetune_without_native_bf16_trains_fp32_and_says_so(
     start = json.loads(asked.log_path.read_text().splitlines()[0])
     assert start["bf16_requested"] is True and start["bf16"] is False
     assert "no native bfloat16" in capsys.readouterr().err
+
+
+def test_finetune_without_attention_dropout_trains_other_weights_and_records_it(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    """--attention-dropout 0 is a different run from the base config's 0.1 (the mask is not
+    drawn), deterministic for a seed, logged, and kept in the saved config."""
+    first = _run(base_dir, tmp_path, spec, "no-drop-a", attention_dropout=0.0)
+    second = _run(base_dir, tmp_path, spec, "no-drop-b", attention_dropout=0.0)
+    default = _run(base_dir, tmp_path, spec, "default")
+    weights = [(r.out_dir / "model.safetensors").read_bytes() for r in (first, second, default)]
+    assert weights[0] == weights[1] and weights[0] != weights[2]
+    starts = [json.loads(r.log_path.read_text().splitlines()[0]) for r in (first, default)]
+    assert [start["attention_dropout"] for start in starts] == [0.0, 0.1]
+    saved = json.loads((first.out_dir / "config.json").read_text(encoding="utf-8"))
+    assert saved["attention_probs_dropout_prob"] == 0.0
+
+
+def test_finetune_scores_the_eval_split_only_when_asked(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    """Every epoch is timed; only the asked ones are scored, and skipping a score changes no weight."""
+    runs = {when: _run(base_dir, tmp_path, spec, when, epochs=3, evaluate=when) for when in EVALUATE_WHEN}
+    for when, result in runs.items():
+        epochs = [json.loads(line) for line in result.log_path.read_text().splitlines()]
+        epochs = [r for r in epochs if r["event"] == "epoch"]
+        assert [r["epoch"] for r in epochs] == [1.0, 2.0, 3.0] and all(r["train_s"] > 0 for r in epochs)
+        scored = [r["epoch"] for r in epochs if "roc_auc" in r]
+        assert scored == {"every-epoch": [1.0, 2.0, 3.0], "last-epoch": [3.0], "none": []}[when]
+        assert [f["epoch"] for f in result.epochs] == scored
+    weights = {(r.out_dir / "model.safetensors").read_bytes() for r in runs.values()}
+    assert len(weights) == 1
+
+
+def test_finetune_will_not_guard_a_run_it_does_not_evaluate(
+    base_dir: Path, tmp_path: Path, spec: MetricSpec
+) -> None:
+    with pytest.raises(FinetuneError, match="needs an evaluation"):
+        _run(base_dir, tmp_path, spec, "out", evaluate="none", revert_if_auc_drops=0.05)
+    with pytest.raises(FinetuneError, match="not one of every-epoch, last-epoch, none"):
+        _run(base_dir, tmp_path, spec, "out", evaluate="sometimes")
 
 
 def test_finetune_skips_items_whose_kept_fields_do_not_fit(
