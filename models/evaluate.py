@@ -8,7 +8,7 @@ overlap) and, when the CSV carries one, an existing metric's scores.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from sklearn import metrics as skm
 from models.baselines import length_baseline_scores, missing_words_scores, word_overlap_scores
 from models.data_check import read_labelled_csv
 from models.figures import macro_f1, roc_auc
+from models.parity import remembered
 from service.runtime.classifier import MetricModel, score_encoded
-from service.runtime.encoding import ItemTooLongError, Window
+from service.runtime.encoding import ItemTooLongError
 from service.runtime.postprocess import ItemScore
 from service.runtime.spec import MetricSpec
 
@@ -117,7 +118,7 @@ def evaluate(
     if existing_column:
         _check_existing_column(rows, existing_column)
     encoded = model.encode(rows)
-    forward = _cached(model.forward)
+    forward = remembered(model.forward)  # windows are scored with and without the evidence
     results = score_encoded(encoded, forward, spec, model.combiner, progress="evaluate")
     scored = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
     refused = [str(r) for r in results if isinstance(r, ItemTooLongError)]
@@ -151,20 +152,6 @@ def evaluate(
         alone = [r for r in score_encoded(encoded, forward, spec, None) if isinstance(r, ItemScore)]
         figures["baselines"]["encoder_only"] = ranking_figures(truth, np.array([r.score for r in alone]))
     return figures, truth, scores
-
-
-def _cached(forward: Callable[[Sequence[Window]], np.ndarray]) -> Callable[[Sequence[Window]], np.ndarray]:
-    """Run each window once even when the same windows are scored twice (with and without evidence)."""
-    rows: dict[int, np.ndarray] = {}
-
-    def run(windows: Sequence[Window]) -> np.ndarray:
-        todo = [w for w in windows if id(w) not in rows]
-        if todo:
-            for w, row in zip(todo, forward(todo), strict=True):
-                rows[id(w)] = row
-        return np.stack([rows[id(w)] for w in windows])
-
-    return run
 
 
 def _check_existing_column(rows: Sequence[Mapping[str, str]], column: str) -> None:

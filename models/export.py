@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from models.combine import fit_combiner
 from models.data_check import read_labelled_csv
-from models.parity import ParityError, ParityReport, measure_parity, onnx_forward
+from models.parity import ParityError, ParityReport, measure_parity, onnx_forward, remembered
 from models.provenance import load_card_notes, source_info
 from models.repository import publish_entry
 from models.threshold import choose_threshold
@@ -250,7 +250,8 @@ def export_to_repository(
         log.info("quantising (%s) with %d calibration windows", options.quantization, len(calibration))
         final = work / "model.onnx"
         quantisation = quantise(optimised, final, options, calibration, encoder.pad_id)
-        eval_scores = _eval_scores(final, encoder, rows, eval_csv, options)
+        artifact = remembered(onnx_forward(final, encoder.pad_id, spec.activation))  # parity reuses it
+        eval_scores = _eval_scores(artifact, encoder, rows, eval_csv, options)
         combiner = eval_scores.combiner
         threshold_choice = None
         if options.threshold_from_eval:
@@ -267,6 +268,7 @@ def export_to_repository(
             parity_rows,
             combiner=combiner,
             batch_probe_items=options.batch_probe_items,
+            artifact_forward=artifact,
         )
         log.info("parity: %s", report.summary())
         failures = report.failures(spec.parity)
@@ -319,14 +321,14 @@ class EvalScores:
 
 
 def _eval_scores(
-    model: Path, encoder: PairEncoder, rows: list[dict[str, str]], eval_csv: Path, options: ExportOptions
+    artifact: Callable[[Sequence[Window]], np.ndarray],
+    encoder: PairEncoder,
+    rows: list[dict[str, str]],
+    eval_csv: Path,
+    options: ExportOptions,
 ) -> EvalScores:
     """Score the eval rows with the exported artifact; fit the declared evidence combiner on them."""
-    results = score_encoded(
-        encoder.try_encode_many(rows),
-        onnx_forward(model, encoder.pad_id, encoder.spec.activation),
-        encoder.spec,
-    )
+    results = score_encoded(encoder.try_encode_many(rows), artifact, encoder.spec)
     kept = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, ItemScore)]
     kept_rows, scores = [row for row, _ in kept], [r.score for _, r in kept]
     windows = [r.windows for _, r in kept]
