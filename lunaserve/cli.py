@@ -128,6 +128,11 @@ def _count(text: str) -> int:
     return int(text)
 
 
+# models.finetune.EVALUATE_WHEN, spelled out: importing models.finetune here would need the
+# training extras (scikit-learn) in the serving install (tests/unit/test_cli.py keeps them equal).
+FINETUNE_EVALUATE_WHEN = ("every-epoch", "last-epoch", "none")
+
+
 def _from_0_to_1(what: str, example: str) -> Callable[[str], float]:
     """An argparse type for a number from 0 to 1, with a clear error naming `what` otherwise."""
 
@@ -450,8 +455,6 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--cache", type=Path, default=Path("build/downloads"))
     fetch.set_defaults(handler=_cmd_base_fetch)
 
-    from models.finetune import EVALUATE_WHEN  # no torch: that loads when a run starts
-
     ft = sub.add_parser("finetune", help="fine-tune a base checkpoint as a pair classifier")
     ft.add_argument("--base", type=Path, required=True, help="base checkpoint folder")
     ft.add_argument("--train", type=Path, required=True)
@@ -484,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument(
         "--evaluate",
-        choices=EVALUATE_WHEN,
+        choices=FINETUNE_EVALUATE_WHEN,
         default="every-epoch",
         help="when to score the eval split (one pass over version 2's took ~110 s on 2 cores)",
     )
