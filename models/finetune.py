@@ -264,7 +264,7 @@ def finetune(
     attention_dropout: float | None = None,
     evaluate: str = "every-epoch",
 ) -> FinetuneResult:
-    """Fine-tune `base_dir` on `train_csv`, evaluate on `eval_csv` each epoch, save to `out_dir`.
+    """Fine-tune `base_dir` on `train_csv`, score `eval_csv` as `evaluate` says, save to `out_dir`.
 
     AdamW with linear warmup over `warmup_fraction` of the steps and linear decay to zero;
     no weight decay on biases and LayerNorm. The classification head is initialised from
