@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic_settings import CliSettingsSource
 
 from loadtest import cli as signoff_cli
+from models.finetune import EVALUATE_WHEN
 from service.config import Settings
 from service.runtime.evidence import EvidenceFeature
 from service.runtime.spec import SpecError, load_spec
@@ -96,6 +97,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
         ),
         response_edit_pairs=args.response_edit_pairs,
         snippet_pairs=args.snippet_pairs,
+        chunk_share=args.chunk_share,
         train_sources=args.train_sources,
         length_neutral_training=args.length_neutral_training,
     )
@@ -128,11 +130,6 @@ def _count(text: str) -> int:
     return int(text)
 
 
-# models.finetune.EVALUATE_WHEN, spelled out: importing models.finetune here would need the
-# training extras (scikit-learn) in the serving install (tests/unit/test_cli.py keeps them equal).
-FINETUNE_EVALUATE_WHEN = ("every-epoch", "last-epoch", "none")
-
-
 def _from_0_to_1(what: str, example: str) -> Callable[[str], float]:
     """An argparse type for a number from 0 to 1, with a clear error naming `what` otherwise."""
 
@@ -150,6 +147,7 @@ def _from_0_to_1(what: str, example: str) -> Callable[[str], float]:
 
 _auc_margin = _from_0_to_1("a ROC-AUC margin", "0.05")
 _probability = _from_0_to_1("a probability", "0.1")
+_share = _from_0_to_1("a share", "0.5")
 
 
 def _cmd_base_fetch(args: argparse.Namespace) -> int:
@@ -432,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         " snippet), the right short answer against a wrong one, half restated as sentences (default: 0)",
     )
     halu.add_argument(
+        "--chunk-share",
+        type=_share,
+        default=0.0,
+        metavar="P",
+        help="read this share of the counterfactual pairs against a retrieved chunk (the few whole"
+        " sentences around the faithful answer's support) instead of the whole passage (default: 0)",
+    )
+    halu.add_argument(
         "--train-sources",
         nargs="+",
         default=None,
@@ -487,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument(
         "--evaluate",
-        choices=FINETUNE_EVALUATE_WHEN,
+        choices=EVALUATE_WHEN,
         default="every-epoch",
         help="when to score the eval split (one pass over version 2's took ~110 s on 2 cores)",
     )

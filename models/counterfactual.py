@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.runtime.evidence import words
+from service.runtime.evidence import content_words, words
 
 SUPPORTED = "supported"
 HALLUCINATED = "hallucinated"
@@ -532,3 +532,61 @@ def snippet_answers(passages: Sequence[Passage], *, pairs: int, seed: int) -> li
             faithful, hallucinated = _sentence(template.format(answer)), _sentence(template.format(wrong))
         out += _pair_rows(passage.query, snippet, faithful, hallucinated, "snippet_answer")
     return out
+
+
+CHUNK_SENTENCES = 5  # a retrieved chunk: at most this many whole sentences
+
+
+def retrieved_chunks(
+    rows: Sequence[dict[str, str]], *, share: float, seed: int
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(`share` of the pairs of `rows` with their context cut to a retrieved chunk, the others as
+    they were), seeded; `rows` in (supported, hallucinated) order as `counterfactual_pairs` makes.
+
+    Retrievers return a few sentences, not a paragraph: the README's and the obvious pairs'
+    contexts are one to four. Trained on paragraph-long passages alone, the encoder misjudges
+    answers against a short context ("London" passes against one sentence about Paris). A chunk
+    is the fewest consecutive whole sentences that hold every content word of the faithful
+    response the passage holds, widened at random to up to `CHUNK_SENTENCES`: the faithful member
+    stays supported, and what made the other member wrong (a name, number or claim the passage
+    lacks, or a reversed statement) is still wrong against the chunk. A pair whose support needs
+    more sentences keeps its passage.
+    """
+    rng = random.Random(f"{seed}:retrieved_chunks")
+    chunked: list[dict[str, str]] = []
+    kept: list[dict[str, str]] = []
+    for good, bad in zip(rows[0::2], rows[1::2], strict=True):
+        chunk = retrieved_chunk(good["output"], good["context"], rng) if rng.random() < share else None
+        if chunk:
+            chunked += [dict(good, context=chunk), dict(bad, context=chunk)]
+        else:
+            kept += [good, bad]
+    return chunked, kept
+
+
+def retrieved_chunk(faithful: str, context: str, rng: random.Random) -> str | None:
+    """The context's fewest consecutive whole sentences holding the faithful response's content
+    words that the context holds, widened at random to at most `CHUNK_SENTENCES`; None when no
+    such chunk exists or it would be the whole context."""
+    whole = sentences(context, min_words=3, max_words=80)
+    held = set(content_words(faithful)) & set(words(context))
+    if not whole or not held:
+        return None
+    sets = [set(words(s)) for s in whole]
+    best: tuple[int, int] | None = None
+    for start in range(len(whole)):
+        covered: set[str] = set()
+        for end in range(start, min(start + CHUNK_SENTENCES, len(whole))):
+            covered |= sets[end]
+            if held <= covered:
+                if best is None or end - start < best[1] - best[0]:
+                    best = (start, end)
+                break
+    if best is None:
+        return None
+    start, end = best
+    room = CHUNK_SENTENCES - (end - start + 1)
+    before = rng.randint(0, min(room, start))
+    after = rng.randint(0, min(room - before, len(whole) - 1 - end))
+    chunk = " ".join(whole[start - before : end + after + 1])
+    return None if chunk == " ".join(context.split()) else chunk

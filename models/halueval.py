@@ -40,6 +40,7 @@ from models.counterfactual import (
     Passage,
     counterfactual_pairs,
     response_edits,
+    retrieved_chunks,
     snippet_answers,
 )
 from models.figures import roc_auc
@@ -201,9 +202,25 @@ def counterfactual_rows(
     pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int
 ) -> list[dict[str, str]]:
     """`counterfactual_pairs` from the given split's passages, as CSV rows."""
+    return as_csv_rows(_counterfactuals(pairs_by_task, pairs, seed))
+
+
+def chunked_counterfactual_rows(
+    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int, chunk_share: float
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """`counterfactual_rows`, `chunk_share` of the pairs with their context cut to a retrieved
+    chunk (`models.counterfactual.retrieved_chunks`): (those, the rest), as CSV rows."""
+    chunked, kept = retrieved_chunks(
+        _counterfactuals(pairs_by_task, pairs, seed), share=chunk_share, seed=seed
+    )
+    return as_csv_rows(chunked), as_csv_rows(kept)
+
+
+def _counterfactuals(
+    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int
+) -> list[dict[str, str]]:
     rng = random.Random(f"{seed}:counterfactual")
-    made = counterfactual_pairs(passages_for_counterfactuals(pairs_by_task, rng), pairs=pairs, seed=seed)
-    return as_csv_rows(made)
+    return counterfactual_pairs(passages_for_counterfactuals(pairs_by_task, rng), pairs=pairs, seed=seed)
 
 
 def response_edit_rows(
@@ -302,6 +319,7 @@ def multitask_training_set(
     counterfactual_pairs: int = 0,
     response_edit_pairs: int = 0,
     snippet_pairs: int = 0,
+    chunk_share: float = 0.0,
     length_neutral_rows: bool = False,
 ) -> list[dict[str, str]]:
     """The shipped recipe's training rows: `contexts_per_task[task]` train-split contexts per task.
@@ -317,12 +335,14 @@ def multitask_training_set(
     passages of QA and summarization: the same style on both sides, one fact apart, so style
     stops predicting the label; `snippet_pairs` pairs (`models.counterfactual.snippet_answers`:
     the QA passage's answer sentence alone as the context, short answers right and wrong); and
-    `response_edit_pairs` pairs (`models.counterfactual.
-    response_edits`) from dialogue's and summarization's own faithful responses, one fact changed.
-    Short contexts (QA's, and counterfactuals from QA passages) are half the time hidden among
-    other train passages (`training_mix`). Synthetic pairs and those passages come only from the
-    tasks in `contexts_per_task`. Contexts longer than `max_context_words`
-    (summarization's documents) become the response's best window.
+    `response_edit_pairs` pairs (`models.counterfactual.response_edits`) from dialogue's and
+    summarization's own faithful responses, one fact changed. `chunk_share` of the counterfactual
+    pairs read their context as a retriever returns it: the few sentences around the faithful
+    response's support (`models.counterfactual.retrieved_chunks`), never hidden among other
+    passages. Short contexts (QA's, and counterfactuals from QA passages) are half the time hidden
+    among other train passages (`training_mix`). Synthetic pairs and those passages come only from
+    the tasks in `contexts_per_task`. Contexts longer than `max_context_words` (summarization's
+    documents) become the response's best window.
     """
     rng = random.Random(seed)
     # A task left out is left out whole: no synthetic pair from its passages, no distractor
@@ -338,7 +358,9 @@ def multitask_training_set(
         (short if task == "qa" else rows).extend(picked)
     synthetic: list[dict[str, str]] = []
     if counterfactual_pairs:
-        synthetic += counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1)
+        chunked, kept = chunked_counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1, chunk_share)
+        synthetic += kept
+        rows += chunked
     if response_edit_pairs:
         synthetic += response_edit_rows(train_pairs, response_edit_pairs, seed + 3)
     for row in synthetic:
@@ -396,6 +418,7 @@ def build_halueval_sets(
     counterfactual_pairs: int = 0,
     response_edit_pairs: int = 0,
     snippet_pairs: int = 0,
+    chunk_share: float = 0.0,
     train_sources: Collection[str] | None = None,
     eval_counterfactual_pairs: int = 200,
     length_neutral_training: bool = False,
@@ -407,7 +430,8 @@ def build_halueval_sets(
     the next 0.10, train = the rest, so no context is in two splits of a task.
 
     - `train`: the training rows of the tasks in `train_contexts` (`multitask_training_set`;
-      `length_neutral_training`: each task's rows from its length-neutral subsample).
+      `length_neutral_training`: each task's rows from its length-neutral subsample;
+      `chunk_share`: that share of the counterfactual pairs against a retrieved chunk).
       With `train_sources`, only rows of those sources stay (e.g. `synthetic_counterfactual`: the
       pairs alone, for a training stage of their own), each exactly as in the whole build.
     - `eval`: `eval_pairs_per_task` eval-split pairs of every *trained* task, length-matched (responses
@@ -438,7 +462,7 @@ def build_halueval_sets(
     sets["train"] = multitask_training_set(
         {name: s["train"] for name, s in splits.items()}, train_contexts,
         seed=seed, counterfactual_pairs=counterfactual_pairs, response_edit_pairs=response_edit_pairs,
-        snippet_pairs=snippet_pairs, length_neutral_rows=length_neutral_training,
+        snippet_pairs=snippet_pairs, chunk_share=chunk_share, length_neutral_rows=length_neutral_training,
     )  # fmt: skip
     if train_sources is not None:  # built whole, then filtered: the kept rows are the same either way
         built = {row["source"] for row in sets["train"]}

@@ -1,5 +1,6 @@
 """The serving install the Dockerfile makes (`pip install -c constraints.txt .`, no extras, the
-same files copied) imports no torch and serves the shipped metric, in a venv of its own.
+same files copied) imports no torch and no scikit-learn (the CLI reads the training modules' option
+names only) and serves the shipped metric, in a venv of its own.
 
 No Docker engine runs on these machines, so the image itself is only linted (hadolint, `make
 lint`); this test builds what goes into it: the same sources, constraints and extras.
@@ -65,7 +66,7 @@ def test_serving_install_has_no_torch(serving_venv: Path) -> None:
     assert not names & {"torch", "transformers", "optimum", "scikit-learn", "locust"}, sorted(names)
     probe = (
         "import sys, lunaserve.cli, service.app;"
-        " print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+        " print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run(
         [str(serving_venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd="/"

@@ -104,10 +104,3 @@ def test_cli_finetune_fractions_are_checked_before_any_work(
     args = ["finetune", "--base", str(tmp_path), "--train", "t.csv", "--eval", "e.csv", "--out", "o"]
     assert main([*args, flag, value]) == 2
     assert says in capsys.readouterr().err
-
-
-def test_cli_finetune_evaluate_choices_are_the_trainers() -> None:
-    from lunaserve.cli import FINETUNE_EVALUATE_WHEN
-    from models.finetune import EVALUATE_WHEN
-
-    assert FINETUNE_EVALUATE_WHEN == EVALUATE_WHEN

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
 
 from models.counterfactual import (
+    CHUNK_SENTENCES,
     HALLUCINATED,
     KINDS,
     LEAD_INS,
@@ -16,11 +18,13 @@ from models.counterfactual import (
     counterfactual_pairs,
     entities,
     response_edits,
+    retrieved_chunk,
+    retrieved_chunks,
     sentences,
     snippet_answers,
     statement_template,
 )
-from service.runtime.evidence import words
+from service.runtime.evidence import content_words, words
 
 PASSAGES = [
     Passage(
@@ -284,3 +288,37 @@ def test_snippet_answers_use_the_answer_sentence_alone_as_the_context() -> None:
         assert not set(words(bad["output"])) - set(words(good["output"])) <= set(words(good["context"]))
         assert (good["label"], bad["label"], good["kind"]) == (SUPPORTED, HALLUCINATED, "snippet_answer")
     assert {good["output"] for good, _ in pairs} > {p.answer for p in PASSAGES if p.answer}  # some restated
+
+
+def test_retrieved_chunks_cut_the_context_to_the_sentences_that_support_the_faithful_answer() -> None:
+    rows = counterfactual_pairs(PASSAGES, pairs=40, seed=0)
+    chunked, kept = retrieved_chunks(rows, share=1.0, seed=0)
+    assert chunked and len(chunked) + len(kept) == len(rows)
+    before = {(r["output"], r["label"]): r for r in rows}
+    for good, bad in zip(chunked[0::2], chunked[1::2], strict=True):
+        passage, chunk = before[good["output"], SUPPORTED]["context"], good["context"]
+        assert bad["context"] == chunk and chunk != passage and chunk in passage  # consecutive sentences
+        chunk_sentences = sentences(chunk, min_words=3, max_words=80)
+        assert 1 <= len(chunk_sentences) <= CHUNK_SENTENCES and " ".join(chunk_sentences) == chunk
+        held = set(content_words(good["output"])) & set(words(passage))
+        assert held <= set(words(chunk))  # the faithful answer keeps its support
+        for row in (good, bad):
+            assert dict(row, context=passage) == before[row["output"], row["label"]]  # only the context cut
+    assert retrieved_chunks(rows, share=0.0, seed=0) == ([], rows)  # off: the rows as they were
+
+
+def test_a_retrieved_chunk_is_the_fewest_sentences_holding_the_support() -> None:
+    context = (
+        "The museum opens at 9 am on weekdays. Tickets cost 12 euros for adults. Children under"
+        " 6 enter free of charge. The cafe closes at 5 pm. Guided tours run every hour in English."
+        " The shop sells posters and books."
+    )
+    rng = random.Random(0)
+    answer = "Adults pay 12 euros; children under 6 enter free."
+    chunks = [retrieved_chunk(answer, context, rng) or "" for _ in range(50)]
+    assert all("Tickets cost 12 euros" in c and "Children under 6" in c for c in chunks)
+    sizes = {len(sentences(c, min_words=3)) for c in chunks}
+    assert min(sizes) == 2 and max(sizes) <= CHUNK_SENTENCES and len(set(chunks)) > 1  # widened at random
+    one = "The museum opens at 9 am."
+    assert retrieved_chunk(one, one, rng) is None  # the context is a chunk already
+    assert retrieved_chunk("Dogs are welcome on the terrace.", context, rng) is None  # it holds nothing of it

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.baselines import length_baseline_scores, word_overlap_scores
+from models.counterfactual import CHUNK_SENTENCES, sentences
 from models.csv_reading import read_rows
 from models.figures import roc_auc
 from models.halueval import (
@@ -368,3 +369,27 @@ def test_snippet_pairs_join_training_with_one_sentence_contexts(wheel: Path, tmp
     for row in snippets:
         assert set(_sources_split(row["context"])) == {"train"}, row
         assert row["context"].count(". ") == 0  # one sentence, never hidden among other passages
+
+
+def test_chunk_share_reads_counterfactual_pairs_against_retrieved_chunks(wheel: Path, tmp_path: Path) -> None:
+    def cut_rows(share: float) -> list[dict[str, str]]:
+        """Training rows whose context is a few sentences cut from inside one train passage."""
+        paths = build_halueval_sets(
+            wheel, tmp_path / str(share), train_contexts=TRAIN_CONTEXTS, counterfactual_pairs=20,
+            chunk_share=share, train_sources={"synthetic_counterfactual"}, report=False,
+        )  # fmt: skip
+        rows = read_rows(paths["train"])
+        assert len(rows) == 40
+        return [
+            r
+            for r in rows
+            if len(r["context"].split()) < 115
+            and [c for c in SOURCE_CONTEXTS if r["context"] in c and r["context"] != " ".join(c.split())]
+        ]
+
+    assert cut_rows(0.0) == []  # passages whole, or hidden among others
+    cut = cut_rows(1.0)
+    assert len(cut) >= 10 and Counter(r["label"] for r in cut)[SUPPORTED] == len(cut) / 2
+    for row in cut:  # never hidden among other passages
+        assert _sources_split(row["context"]) == ["train"], row
+        assert len(sentences(row["context"], min_words=3, max_words=80)) <= CHUNK_SENTENCES
