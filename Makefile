@@ -37,6 +37,7 @@ observe: setup
 # 2. every row with the counterfactual pairs, two epochs;
 # 3. the counterfactual pairs alone, more and more varied (3,000), at a lower rate: they take away
 #    the cue HaluEval's style taught ("a sentence is hallucinated") without losing its tasks.
+#    Half of them against a retrieved chunk of their passage (STAGE3_CHUNK_SHARE).
 #    In fp32 this stage once slid to a constant output (eval ROC-AUC 0.70 -> 0.50, docs/quality.md):
 #    if it ends more than 0.05 below its start, the stage-2 weights are kept, and the log says so.
 #    Stages 1-2 skip the eval split (~110 s a pass): stage 3 scores it at its start, which is
@@ -48,6 +49,10 @@ CKPT := build/checkpoints/context_adherence-2
 TRAIN_CONTEXTS ?= qa=600,dialogue=900,summarization=300
 COUNTERFACTUAL_PAIRS ?= 1000
 STAGE3_PAIRS ?= 3000
+# Half of stage 3's pairs read against a retrieved chunk (the few sentences that hold the faithful
+# answer's support) instead of the whole passage: contexts as a retriever returns them, and 21%
+# fewer tokens to train on.
+STAGE3_CHUNK_SHARE ?= 0.5
 QUANTIZATION ?= weights
 EVIDENCE ?= share_missing_content weakest_sentence_missing share_missing_names share_missing_numbers share_novel_bigrams share_polarity_flipped missing_content_up_to_2 share_changed_quantities share_stated_sentences
 # Items read in several windows (long documents) get weights of their own, on these features.
@@ -65,7 +70,7 @@ define three_stages
 	$(BIN)/lunaserve data halueval --out $(1)/stage1 --seed 0 --train-contexts $(3) --counterfactual-pairs 0
 	$(BIN)/lunaserve data halueval --out $(1) --seed 0 --train-contexts $(3) --counterfactual-pairs $(COUNTERFACTUAL_PAIRS)
 	$(BIN)/lunaserve data halueval --out $(1)/stage3 --seed 0 --train-contexts $(3) \
-	  --counterfactual-pairs $(STAGE3_PAIRS) --train-sources synthetic_counterfactual
+	  --counterfactual-pairs $(STAGE3_PAIRS) --chunk-share $(STAGE3_CHUNK_SHARE) --train-sources synthetic_counterfactual
 	for t in $(TEST_SETS) eval; do for d in $(1) $(1)/stage1 $(1)/stage3; do \
 	  $(BIN)/lunaserve data check --kind train $$d/train.csv --against $(1)/$$t.csv || exit 1; done; done
 	$(BIN)/lunaserve finetune --base build/downloads/minilm --train $(1)/stage1/train.csv --eval $(1)/eval.csv \
