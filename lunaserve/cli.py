@@ -148,6 +148,7 @@ def _from_0_to_1(what: str, example: str) -> Callable[[str], float]:
 _auc_margin = _from_0_to_1("a ROC-AUC margin", "0.05")
 _probability = _from_0_to_1("a probability", "0.1")
 _share = _from_0_to_1("a share", "0.5")
+QUANTIZATIONS = ["static", "dynamic", "rows", "embeddings", "weights", "none"]  # models.export.Quantization
 
 
 def _cmd_base_fetch(args: argparse.Namespace) -> int:
@@ -506,9 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--eval", type=Path, required=True, help="CSV for calibration and parity")
     ex.add_argument(
         "--quantization",
-        choices=["static", "dynamic", "embeddings", "weights", "none"],
+        choices=QUANTIZATIONS,
         default="static",
-        help="static/dynamic: int8 encoder; embeddings: fp32 encoder, int8 word-embedding table only;"
+        help="static/dynamic: int8 encoder; rows: int8 encoder with one activation scale per token"
+        " (batch-invariant); embeddings: fp32 encoder, int8 word-embedding table only;"
         " weights: fp32 encoder whose embeddings and MatMul weights are stored as int8 blocks"
         " (a quarter of the file, folded back to fp32 at load); none: fp32 as exported",
     )
@@ -586,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--approach", choices=["preset_as_is", "finetune_preset", "custom_metric"])
     bd.add_argument("--objective", default="macro_f1", help="calibration objective (see `calibrate`)")
     bd.add_argument(
-        "--quantization", choices=["static", "dynamic", "embeddings", "weights", "none"], default="static"
+        "--quantization", choices=QUANTIZATIONS, default="static", help="as for `export --quantization`"
     )
     add_evidence_arguments(
         bd,

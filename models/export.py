@@ -34,6 +34,7 @@ from models.data_check import read_labelled_csv
 from models.parity import ParityError, ParityReport, measure_parity, onnx_forward, remembered
 from models.provenance import load_card_notes, source_info
 from models.repository import publish_entry
+from models.row_int8 import quantise_rows
 from models.threshold import choose_threshold
 from models.weight_blocks import MIN_WEIGHT_ELEMENTS, quantise_embedding_tables, quantise_matmul_weights
 from service.runtime.classifier import score_encoded
@@ -47,8 +48,9 @@ log = logging.getLogger(__name__)
 # "embeddings": fp32 compute, only the word-embedding table stored as int8 blocks (half the file,
 # the same scores to within the parity gate); "weights": fp32 compute, the embeddings and every
 # large MatMul weight stored as int8 blocks that ONNX Runtime folds back to fp32 at load (a
-# quarter of the file, the speed of fp32); "none": the fp32 model as exported.
-Quantization = Literal["static", "dynamic", "embeddings", "weights", "none"]
+# quarter of the file, the speed of fp32); "rows": int8 products with one activation scale per
+# token (models/row_int8.py: batch-invariant, unlike "dynamic"); "none": the fp32 model as exported.
+Quantization = Literal["static", "dynamic", "rows", "embeddings", "weights", "none"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,11 @@ def quantise(
                 "matmul_weights": {"int8_weight_only_blocks_of_32_along_k": len(matmuls)},
             }
         return {"mode": "none"}
+    if options.quantization == "rows":
+        info = quantise_rows(model, out, min_elements=options.weight_min_elements)
+        if options.embeddings_int8:
+            info["embeddings"] = _embeddings(out)
+        return info
     nodes = weight_matmuls(model)
     if options.quantization == "dynamic":
         quantize_dynamic(

@@ -251,7 +251,11 @@ def _artifact(m: Manifest) -> list[str]:
         "## Artifact and parity",
         "",
         f"- Quantisation: {q.get('mode', 'n/a')}"
-        + (f", {q.get('weights')}, activations {q.get('activations')}" if q.get("mode") == "static" else "")
+        + (
+            f", {q.get('weights')}, activations {q.get('activations')}"
+            if q.get("mode") in ("static", "rows")
+            else ""
+        )
         + (
             f": fp32 compute; the word embeddings and {folded}"
             " MatMul weights are stored as int8 blocks of 32 (one scale each), folded back to fp32"

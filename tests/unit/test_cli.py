@@ -104,3 +104,12 @@ def test_cli_finetune_fractions_are_checked_before_any_work(
     args = ["finetune", "--base", str(tmp_path), "--train", "t.csv", "--eval", "e.csv", "--out", "o"]
     assert main([*args, flag, value]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_cli_quantization_choices_are_the_exporters() -> None:
+    from typing import get_args
+
+    from lunaserve.cli import QUANTIZATIONS
+    from models.export import Quantization
+
+    assert list(get_args(Quantization)) == QUANTIZATIONS
