@@ -135,9 +135,10 @@ def _generalisation(m: Manifest) -> list[str]:
     lines = [
         "## Generalisation: leave one task out",
         "",
-        "Each row is a model built by this version's recipe with one task left out of training and"
-        " tuning (its combiner and threshold fitted on the other tasks' eval rows), scored on the"
-        " left-out task's test pairs. It says how the recipe may do on a domain it never saw.",
+        "Each row is a model built by this version's recipe (or an earlier one, where its note below"
+        " says so) with one task left out of training and tuning (its combiner and threshold fitted"
+        " on the other tasks' eval rows), scored on the left-out task's test pairs. It says how the"
+        " recipe may do on a domain it never saw.",
         "",
         "| left out | rows | ROC-AUC | accuracy at its threshold | threshold | best trivial scorer (AUC) |",
         "|---|---|---|---|---|---|",

@@ -126,18 +126,7 @@ def test_version_2_gets_obvious_pairs_right(model_2: MetricModel, pair: dict[str
     assert good.passed and not bad.passed, (good.score, bad.score, model_2.artifact.manifest.spec.threshold)
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        "Jane Austen",
-        pytest.param(
-            "Jane Austen wrote it.",
-            marks=pytest.mark.xfail(
-                strict=True, reason="read in windows, the paraphrase's 'wrote' counts as unsupported evidence"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("answer", ["Jane Austen", "Jane Austen wrote it."])
 def test_version_2_windows_a_long_context(model_2: MetricModel, answer: str) -> None:
     filler = " ".join(f"Paragraph {i} talks about the weather in spring and the harvest." for i in range(150))
     question = "Who wrote Pride and Prejudice?"
