@@ -198,6 +198,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         evidence_features=tuple(args.evidence),
         windowed_evidence_features=tuple(args.evidence_windowed),
         threshold_from_eval=args.threshold_from_eval,
+        fp32_matmuls=tuple(args.keep_fp32),
     )
     folder = export_to_repository(
         args.checkpoint,
@@ -515,6 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
         " (a quarter of the file, folded back to fp32 at load); none: fp32 as exported",
     )
     ex.add_argument("--calibration-rows", type=int, default=128)
+    ex.add_argument(
+        "--keep-fp32",
+        nargs="+",
+        default=[],
+        metavar="PART",
+        help="with --quantization rows: MatMuls whose node name holds one of these stay fp32 (e.g."
+        " layer.0/output/dense ... layer.5/output/dense: the FFN's second product in each layer of"
+        " a BERT export, whose input has the widest activations)",
+    )
     ex.add_argument("--force", action="store_true", help="replace an existing version folder")
     ex.add_argument(
         "--card-notes", type=Path, help="YAML: base_model, base_sha256, training provenance, limits"

@@ -34,7 +34,7 @@ from models.data_check import read_labelled_csv
 from models.parity import ParityError, ParityReport, measure_parity, onnx_forward, remembered
 from models.provenance import load_card_notes, source_info
 from models.repository import publish_entry
-from models.row_int8 import quantise_rows
+from models.row_int8 import channel_ranges, quantise_rows
 from models.threshold import choose_threshold
 from models.weight_blocks import MIN_WEIGHT_ELEMENTS, quantise_embedding_tables, quantise_matmul_weights
 from service.runtime.classifier import score_encoded
@@ -61,6 +61,7 @@ class ExportOptions:
     per_channel: bool = True  # per-channel weights: same speed, much closer to fp32
     embeddings_int8: bool = True  # word embeddings as int8 blocks: half the file, no speed cost
     weight_min_elements: int = MIN_WEIGHT_ELEMENTS  # "weights": smaller MatMul weights stay fp32
+    fp32_matmuls: tuple[str, ...] = ()  # "rows": MatMuls whose node name holds one of these stay fp32
     opset: int = 18
     parity_rows: int = 0  # 0: every row of the eval CSV
     batch_probe_items: int = 48  # items scored alone and in mixed batches for invariance
@@ -70,6 +71,8 @@ class ExportOptions:
     group_column: str = "source"  # the eval CSV's column naming each row's task, for that choice
 
     def __post_init__(self) -> None:
+        if self.fp32_matmuls and self.quantization != "rows":
+            raise ValueError("--keep-fp32 names MatMuls to leave out of --quantization rows only")
         if self.windowed_evidence_features and not self.evidence_features:
             raise ValueError("windowed evidence weights (--evidence-windowed) need --evidence as well")
 
@@ -153,8 +156,17 @@ def quantise(
                 "matmul_weights": {"int8_weight_only_blocks_of_32_along_k": len(matmuls)},
             }
         return {"mode": "none"}
+    input_names = [i.name for i in onnx.load(str(model), load_external_data=False).graph.input]
     if options.quantization == "rows":
-        info = quantise_rows(model, out, min_elements=options.weight_min_elements)
+        reader = _WindowReader(windows, pad_id, input_names)
+        ranges = channel_ranges(model, iter(reader.get_next, None), min_elements=options.weight_min_elements)
+        info = quantise_rows(
+            model, out, min_elements=options.weight_min_elements, keep_fp32=options.fp32_matmuls,
+            channel_ranges=ranges,
+        )  # fmt: skip
+        if options.fp32_matmuls:
+            info["fp32_matmuls"] = list(options.fp32_matmuls)
+        info["calibration_windows"] = len(windows)
         if options.embeddings_int8:
             info["embeddings"] = _embeddings(out)
         return info
@@ -171,7 +183,6 @@ def quantise(
         if options.embeddings_int8:
             info["embeddings"] = _embeddings(out)
         return info
-    input_names = [i.name for i in onnx.load(str(model), load_external_data=False).graph.input]
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     quantize_static(
         str(model),

@@ -21,7 +21,7 @@ exceeds and 255 x 63 x 2 does not.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from models.weight_blocks import MIN_WEIGHT_ELEMENTS
 
 ZERO_POINT = 128
 WEIGHT_MAX = 63  # see the module docstring: no saturation on AVX2 without VNNI
+MIGRATION = 0.5  # SmoothQuant's alpha: how much of an input's range moves into its weights
 
 
 def quantise_rows(
@@ -42,32 +43,48 @@ def quantise_rows(
     weight_max: int = WEIGHT_MAX,
     min_elements: int = MIN_WEIGHT_ELEMENTS,
     keep_fp32: Collection[str] = (),
+    channel_ranges: Mapping[str, np.ndarray] | None = None,
+    migration: float = MIGRATION,
 ) -> dict[str, Any]:
     """Rewrite every MatMul with a constant weight of at least `min_elements` values as a
     per-token int8 product, save those whose name holds one of `keep_fp32`; returns what was
-    done, for the manifest."""
+    done, for the manifest.
+
+    With `channel_ranges` (each quantised input's largest |value| per channel on calibration
+    windows: `channel_ranges`), each input is first divided by per-channel factors that its
+    weights' rows are multiplied by (SmoothQuant, Xiao et al. 2023; `smoothing_factors`): the
+    product is unchanged, and an outlier channel no longer decides every token's scale.
+    """
     if not 1 <= weight_max <= 127:
         raise ValueError(f"weight_max must be from 1 to 127, not {weight_max}")
     model = onnx.load(str(model_path))
     graph = model.graph
-    weights = {t.name: t for t in graph.initializer}
+    targets = quantisable_matmuls(graph, min_elements=min_elements, keep_fp32=keep_fp32)
+    smoothing: dict[str, np.ndarray] = {}
+    if channel_ranges is not None:
+        by_input: dict[str, list[np.ndarray]] = {}
+        for node in graph.node:
+            if node.output[0] in targets:
+                by_input.setdefault(node.input[0], []).append(targets[node.output[0]])
+        smoothing = {x: smoothing_factors(channel_ranges[x], ws, migration) for x, ws in by_input.items()}
     quantised_inputs: dict[str, tuple[str, str]] = {}  # activation -> (uint8 tensor, its row scales)
     new_nodes: list[onnx.NodeProto] = []
-    replaced = 0
     used = {name for node in graph.node for name in node.input}
     for node in graph.node:
-        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
-        values = numpy_helper.to_array(weight) if weight is not None else None
-        kept_by_name = any(part in node.name for part in keep_fp32)
-        if values is None or values.ndim != 2 or values.size < min_elements or kept_by_name:
+        if node.output[0] not in targets:
             new_nodes.append(node)
             continue
         activation = node.input[0]
         if activation not in quantised_inputs:
-            quantised_inputs[activation] = _quantise_activation(activation, new_nodes, graph)
+            quantised_inputs[activation] = _quantise_activation(
+                activation, new_nodes, graph, smoothing.get(activation)
+            )
         q, row_scales = quantised_inputs[activation]
+        values = targets[node.output[0]]
+        if activation in smoothing:
+            values = values * smoothing[activation][:, None]
         w8, w_scales = per_column_int8(values, weight_max)
-        prefix = f"{node.name or node.output[0]}_rows"
+        prefix = f"{node.output[0]}_rows"
         graph.initializer.extend(
             [
                 numpy_helper.from_array(w8, f"{prefix}_w8"),
@@ -84,7 +101,6 @@ def quantise_rows(
             ),
             helper.make_node("Mul", [unscaled, row_scales], [node.output[0]], name=f"{prefix}_scale"),
         ]  # fmt: skip
-        replaced += 1
     del graph.node[:]
     graph.node.extend(new_nodes)
     still_used = {name for node in graph.node for name in node.input}
@@ -94,13 +110,63 @@ def quantise_rows(
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(out_path))
-    return {
+    info: dict[str, Any] = {
         "mode": "rows",
         "activations": "uint8, one symmetric scale per token (row), zero point 128",
         "weights": f"int8 per output column, |w| <= {weight_max}",
-        "matmuls": replaced,
+        "matmuls": len(targets),
         "kept_fp32": "attention products between activations, LayerNorm, softmax, GELU",
     }
+    if smoothing:
+        info["smoothing"] = f"per-channel factors on {len(smoothing)} inputs, migration {migration}"
+    return info
+
+
+def quantisable_matmuls(
+    graph: onnx.GraphProto, *, min_elements: int, keep_fp32: Collection[str] = ()
+) -> dict[str, np.ndarray]:
+    """Output -> weight of every MatMul whose second input is a 2-D constant of at least
+    `min_elements` values, save those whose node name holds one of `keep_fp32`."""
+    weights = {t.name: t for t in graph.initializer}
+    found: dict[str, np.ndarray] = {}
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights or any(k in node.name for k in keep_fp32):
+            continue
+        values = numpy_helper.to_array(weights[node.input[1]])
+        if values.ndim == 2 and values.size >= min_elements:
+            found[node.output[0]] = values
+    return found
+
+
+def smoothing_factors(
+    channel_range: np.ndarray, weights: Sequence[np.ndarray], migration: float
+) -> np.ndarray:
+    """SmoothQuant's per-channel factors s = max|x|^a / max|w|^(1-a) (a = `migration`): x / s
+    and s * w then have their ranges balanced, channel by channel."""
+    weight_range = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+    factors = np.power(np.maximum(channel_range, 1e-5), migration) / np.power(
+        np.maximum(weight_range, 1e-5), 1 - migration
+    )
+    return np.asarray(np.clip(factors, 1e-5, None), dtype=np.float32)
+
+
+def channel_ranges(
+    model_path: Path, feeds: Iterable[Mapping[str, np.ndarray]], *, min_elements: int = MIN_WEIGHT_ELEMENTS
+) -> dict[str, np.ndarray]:
+    """Largest |value| per channel (last axis) of every quantisable MatMul's input over `feeds`."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    targets = quantisable_matmuls(model.graph, min_elements=min_elements)
+    inputs = sorted({n.input[0] for n in model.graph.node if n.output[0] in targets})
+    model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ranges: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        for name, value in zip(inputs, session.run(inputs, dict(feed)), strict=True):
+            largest = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
+            ranges[name] = np.maximum(ranges[name], largest) if name in ranges else largest
+    return ranges
 
 
 def per_column_int8(values: np.ndarray, weight_max: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +177,19 @@ def per_column_int8(values: np.ndarray, weight_max: int) -> tuple[np.ndarray, np
     return quantised, scales.astype(np.float32)
 
 
-def _quantise_activation(name: str, nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> tuple[str, str]:
-    """Append the nodes that quantise `name` per row; returns (uint8 tensor, row scales)."""
+def _quantise_activation(
+    name: str,
+    nodes: list[onnx.NodeProto],
+    graph: onnx.GraphProto,
+    smoothing: np.ndarray | None,
+) -> tuple[str, str]:
+    """Append the nodes that quantise `name` per row (divided by `smoothing` first, if given);
+    returns (uint8 tensor, row scales)."""
     p = f"{name}_rows"
+    if smoothing is not None:
+        inverse = _constant(graph, f"{p}_smoothing", (1 / smoothing).astype(np.float32))
+        nodes.append(helper.make_node("Mul", [name, inverse], [f"{p}_smoothed"]))
+        name = f"{p}_smoothed"
     last_axis = _constant(graph, "rows_last_axis", np.array([-1], dtype=np.int64))
     tiny = _constant(graph, "rows_tiny", np.float32(1e-12))
     per_step = _constant(graph, "rows_per_step", np.float32(1 / 127))

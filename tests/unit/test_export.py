@@ -186,11 +186,23 @@ def test_export_options_refuse_windowed_weights_without_evidence() -> None:
 def test_export_rows_int8_publishes_a_batch_invariant_entry(checkpoint: Path, tmp_path: Path) -> None:
     spec = tiny_spec()
     eval_csv = write_eval_csv(tmp_path / "eval.csv", spec.labels)
-    options = ExportOptions(quantization="rows", calibration_rows=8, weight_min_elements=1)
+    kept = "intermediate/dense"  # the tiny BERT's FFN input products stay fp32
+    options = ExportOptions(
+        quantization="rows", calibration_rows=8, weight_min_elements=1, fp32_matmuls=(kept,)
+    )
     folder = export_to_repository(checkpoint, spec, tmp_path / "repo", eval_csv=eval_csv, options=options)
     artifact = load_artifact(folder)
     quantisation = artifact.manifest.export["quantization"]
-    assert quantisation["mode"] == "rows" and quantisation["matmuls"] > 0
-    assert weight_matmuls(artifact.model_path) == []  # every weight MatMul now an int8 product
+    assert quantisation["mode"] == "rows" and quantisation["matmuls"] > 0 and "smoothing" in quantisation
+    left = weight_matmuls(artifact.model_path)  # the named ones, and only those, are fp32 MatMuls
+    assert left and all(kept in name for name in left)
     assert artifact.manifest.parity["batch_max_score_delta"] <= 1e-6  # one scale per token
     assert "Quantisation: rows, int8 per output column" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_export_keeps_named_matmuls_fp32_in_rows_mode_only() -> None:
+    assert ExportOptions(quantization="rows", fp32_matmuls=("output/dense",)).fp32_matmuls == (
+        "output/dense",
+    )
+    with pytest.raises(ValueError, match="--keep-fp32"):
+        ExportOptions(quantization="weights", fp32_matmuls=("output/dense",))

@@ -10,7 +10,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models.row_int8 import ZERO_POINT, per_column_int8, quantise_rows
+from models.row_int8 import (
+    MIGRATION,
+    ZERO_POINT,
+    channel_ranges,
+    per_column_int8,
+    quantise_rows,
+    smoothing_factors,
+)
 
 K, N = 64, 48
 
@@ -132,3 +139,23 @@ def test_seven_bit_weights_are_exact_where_avx2_would_saturate(tmp_path: Path) -
     y = run(tmp_path / "rows.onnx", x)[1]
     exact = emulated(x, w, 63)
     assert np.abs(y - exact).max() <= 1e-5 * np.abs(exact).max()
+
+
+def test_smoothing_moves_an_outlier_channel_into_the_weights(tmp_path: Path) -> None:
+    """One loud input channel (as transformer activations have) sets every token's scale; divided
+    out per channel into the weights (SmoothQuant) it stops coarsening the others."""
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(K, N)).astype(np.float32)
+    fp32 = two_heads(tmp_path / "fp32.onnx", w, w)
+    x = rng.normal(size=(4, 6, K)).astype(np.float32)
+    x[..., 7] *= 80
+    ranges = channel_ranges(fp32, [{"x": x}], min_elements=1)
+    assert set(ranges) == {"x"} and ranges["x"].shape == (K,) and ranges["x"][7] == np.abs(x[..., 7]).max()
+    factors = smoothing_factors(ranges["x"], [w, w], MIGRATION)
+    assert factors.argmax() == 7 and (factors > 0).all()
+    plain = quantise_rows(fp32, tmp_path / "plain.onnx", min_elements=1)
+    smooth = quantise_rows(fp32, tmp_path / "smooth.onnx", min_elements=1, channel_ranges=ranges)
+    assert "smoothing" in smooth and "smoothing" not in plain
+    reference = run(fp32, x)[1]
+    errors = {p: np.abs(run(tmp_path / f"{p}.onnx", x)[1] - reference).mean() for p in ("plain", "smooth")}
+    assert errors["smooth"] < errors["plain"] / 2, errors
