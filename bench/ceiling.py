@@ -112,6 +112,13 @@ def main() -> int:
     )
     parser.add_argument("artifacts", nargs="+", type=Path, help="version folders (model.onnx, manifest.json)")
     parser.add_argument("--cpu", type=int, default=None, help="the CPU to pin to (default: the last one)")
+    parser.add_argument(
+        "--macs-like",
+        type=Path,
+        default=None,
+        help="a version folder of the same architecture whose multiply-adds stand for those of artifacts"
+        " ORT's symbolic shape inference cannot read (per-token int8: --quantization rows)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "ceiling.json")
     args = parser.parse_args()
     for folder in args.artifacts:
@@ -134,8 +141,10 @@ def main() -> int:
         ceiling.pop("service_s")
         rate = float(ceiling["best_items_per_s"])  # type: ignore[arg-type]
         reference = reference or rate
-        macs = float(np.mean([model_macs(model.artifact.model_path, n)[0] for n in LENGTHS]))
-        kind = model_macs(model.artifact.model_path, 128)[1]
+        rows = model.artifact.manifest.export.get("quantization", {}).get("mode") == "rows"
+        counted = args.macs_like / "model.onnx" if rows and args.macs_like else model.artifact.model_path
+        macs = float(np.mean([model_macs(counted, n)[0] for n in LENGTHS]))
+        kind = "int8" if rows else model_macs(model.artifact.model_path, 128)[1]
         peak = max(peaks["int8" if kind == "int8" else "fp32"].values())
         gops = 2 * macs * rate / 1e9
         entry = {
