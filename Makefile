@@ -127,7 +127,7 @@ loto-%: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy service
+	$(BIN)/mypy service models lunaserve loadtest bench
 	$(BIN)/hadolint Dockerfile
 
 test: setup lint

@@ -54,7 +54,7 @@ def gemm_gops(m: int, k: int, n: int, *, int8: bool, seconds: float = 2.0) -> fl
         )
         node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
         y = helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])
-        feed = rng.integers(0, 255, (m, k), dtype=np.uint8)
+        feed: np.ndarray = rng.integers(0, 255, (m, k), dtype=np.uint8)
     else:
         a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
         b = helper.make_tensor(

@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,7 @@ def main() -> None:
         raw = httpx.Client(base_url=server.url)
         client = Client(server.url)
         path = "/v1/metrics/context_adherence/score"
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "raw httpx post": lambda: raw.post(
                 path, json={"items": [ITEM], "traffic_class": "guardrail", "timeout_ms": 200}
             ).json(),

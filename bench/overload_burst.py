@@ -26,8 +26,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.runtime_latency import item_of_tokens  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
+from models.latency_probe import item_of_tokens  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
 SCORE = "/v1/metrics/context_adherence/score"

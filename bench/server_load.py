@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.queue_model import fifo_p99_s, highest_rate_within  # noqa: E402
-from bench.runtime_latency import item_of_tokens  # noqa: E402
 from loadtest.arrivals import arrival_offsets  # noqa: E402
 from loadtest.placement import place  # noqa: E402
 from loadtest.samples import Sample, SpanFigures, span_figures  # noqa: E402
 from loadtest.search import Probe, step_search  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
+from models.latency_probe import item_of_tokens  # noqa: E402
 from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 

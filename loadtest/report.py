@@ -273,7 +273,7 @@ def _markdown_to_html(markdown: str, images: Mapping[str, bytes], files: Mapping
             out.append(f"<li>{inline(line[2:])}</li>")
         elif line.startswith("!["):
             name = by_file.get(line[line.index("(") + 1 : -1])
-            if name in images:
+            if name is not None and name in images:
                 data = base64.b64encode(images[name]).decode()
                 out.append(f'<img alt="{name}" src="data:image/png;base64,{data}">')
         elif line:

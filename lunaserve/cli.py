@@ -641,7 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve every metric in the repository over HTTP",
         description="Flags are the server settings (also LUNASERVE_* variables, nested with __).",
     )
-    settings_source = CliSettingsSource(Settings, root_parser=sv, cli_prog_name="lunaserve serve")
+    settings_source: CliSettingsSource[Settings] = CliSettingsSource(
+        Settings, root_parser=sv, cli_prog_name="lunaserve serve"
+    )
     sv.set_defaults(handler=lambda args: _cmd_serve(args, settings_source))
     so = sub.add_parser(
         "signoff",

@@ -38,10 +38,11 @@ from models.row_int8 import channel_ranges, quantise_rows
 from models.threshold import choose_threshold
 from models.weight_blocks import MIN_WEIGHT_ELEMENTS, quantise_embedding_tables, quantise_matmul_weights
 from service.runtime.classifier import score_encoded
-from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate, load_tokenizer
+from service.runtime.encoding import EncodedItem, PairEncoder, Window, collate
 from service.runtime.evidence import EvidenceCombiner, EvidenceFeature
 from service.runtime.postprocess import ItemScore
 from service.runtime.spec import MetricSpec
+from service.runtime.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def quantise(
         nodes_to_quantize=nodes,
         calibrate_method=method[options.calibration_method],
     )
-    info: dict[str, Any] = {
+    info = {
         "mode": "static",
         "format": "QDQ",
         "activations": "uint8 per-tensor, calibrated",

@@ -40,10 +40,10 @@ from service.runtime.encoding import (
     PairEncoder,
     Window,
     collate,
-    load_tokenizer,
 )
 from service.runtime.postprocess import probabilities
 from service.runtime.spec import LongInputMode, MetricSpec
+from service.runtime.tokenizer import load_tokenizer
 
 EVALUATE_WHEN = ("every-epoch", "last-epoch", "none")
 TOKENIZER_SIDE_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")

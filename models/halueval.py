@@ -477,7 +477,9 @@ def build_halueval_sets(
             eval_rows += length_neutral(flatten(s["eval"]), rng("qa_eval"))[: 2 * eval_pairs_per_task]
         else:
             eval_rows += flatten(length_matched(s["eval"], eval_pairs_per_task, rng(f"{name}_eval")))
-    eval_passages = {name: splits[name]["eval"] for name in ("qa", "summarization") if name in train_contexts}
+    eval_passages: dict[str, Sequence[Pair]] = {
+        name: splits[name]["eval"] for name in ("qa", "summarization") if name in train_contexts
+    }
     if eval_counterfactual_pairs and eval_passages:  # the RAG kind: full-sentence answers, one fact changed
         eval_rows += counterfactual_rows(eval_passages, eval_counterfactual_pairs, seed + 2)
     rng("eval").shuffle(eval_rows)

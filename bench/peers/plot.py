@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -30,8 +31,8 @@ def steps_by_mix(results: dict[str, dict[str, object]]) -> dict[str, dict[str, l
     return out
 
 
-def plot(result: dict[str, object], out: Path) -> None:
-    panels = steps_by_mix(result["results"])  # type: ignore[arg-type]
+def plot(result: dict[str, Any], out: Path) -> None:
+    panels = steps_by_mix(result["results"])
     if not panels:
         raise SystemExit("no capacity steps in this result (run bench/peers/run.py first)")
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
@@ -49,7 +50,7 @@ def plot(result: dict[str, object], out: Path) -> None:
             f[mix].get("p99_budget_ms", 100)
             for f in result["results"].values()
             if isinstance(f.get(mix), dict)
-        }  # type: ignore[union-attr, attr-defined]
+        }
         for budget in budgets:
             ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")

@@ -201,7 +201,7 @@ class TreeWatch:
 
 def start(
     peer: Peer, cpus: tuple[int, ...], log: Path, repository: Path
-) -> tuple[str, Callable[[], None], int]:
+) -> tuple[str, Callable[[], object], int]:
     """The peer's URL, a stop function, and its process id."""
     if not peer.command:
         server = LocalServer(

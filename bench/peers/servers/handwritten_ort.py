@@ -22,7 +22,7 @@ def main() -> None:
 
     def score(item: dict[str, str]) -> float:
         (logits,) = session.run(None, feeds(tokenizer, [item], names))
-        return supported_probability(logits)[0]
+        return float(supported_probability(logits)[0])
 
     serve(score, args.port)
 

@@ -20,14 +20,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     classify = pipeline("text-classification", model=args.checkpoint, device="cpu", top_k=None)
-    supported = classify.model.config.id2label.get(1, "LABEL_1")
+    supported = (classify.model.config.id2label or {}).get(1, "LABEL_1")
 
     def score(item: dict[str, str]) -> float:
         first, second = first_and_second(item)
         scores = classify(
             {"text": first, "text_pair": second}, truncation="only_second", max_length=MAX_TOKENS
         )
-        return next(s["score"] for s in scores if s["label"] == supported)
+        return float(next(s["score"] for s in scores if s["label"] == supported))
 
     serve(score, args.port)
 
