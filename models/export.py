@@ -160,7 +160,10 @@ def quantise(
     input_names = [i.name for i in onnx.load(str(model), load_external_data=False).graph.input]
     if options.quantization == "rows":
         reader = _WindowReader(windows, pad_id, input_names)
-        ranges = channel_ranges(model, iter(reader.get_next, None), min_elements=options.weight_min_elements)
+        ranges = channel_ranges(
+            model, iter(reader.get_next, None), min_elements=options.weight_min_elements,
+            keep_fp32=options.fp32_matmuls,
+        )  # fmt: skip
         info = quantise_rows(
             model, out, min_elements=options.weight_min_elements, keep_fp32=options.fp32_matmuls,
             channel_ranges=ranges,

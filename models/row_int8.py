@@ -151,14 +151,21 @@ def smoothing_factors(
 
 
 def channel_ranges(
-    model_path: Path, feeds: Iterable[Mapping[str, np.ndarray]], *, min_elements: int = MIN_WEIGHT_ELEMENTS
+    model_path: Path,
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    *,
+    min_elements: int = MIN_WEIGHT_ELEMENTS,
+    keep_fp32: Collection[str] = (),
 ) -> dict[str, np.ndarray]:
-    """Largest |value| per channel (last axis) of every quantisable MatMul's input over `feeds`."""
+    """Largest |value| per channel (last axis) of every quantisable MatMul's input over `feeds`
+    (those `keep_fp32` leaves out are not measured: nothing smooths them)."""
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
-    targets = quantisable_matmuls(model.graph, min_elements=min_elements)
+    targets = quantisable_matmuls(model.graph, min_elements=min_elements, keep_fp32=keep_fp32)
     inputs = sorted({n.input[0] for n in model.graph.node if n.output[0] in targets})
+    if not inputs:
+        return {}
     model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ranges: dict[str, np.ndarray] = {}

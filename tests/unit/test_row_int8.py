@@ -151,6 +151,7 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights(tmp_path: Path) -> 
     x[..., 7] *= 80
     ranges = channel_ranges(fp32, [{"x": x}], min_elements=1)
     assert set(ranges) == {"x"} and ranges["x"].shape == (K,) and ranges["x"][7] == np.abs(x[..., 7]).max()
+    assert channel_ranges(fp32, [{"x": x}], min_elements=1, keep_fp32=["layer.0"]) == {}  # nothing to smooth
     factors = smoothing_factors(ranges["x"], [w, w], MIGRATION)
     assert factors.argmax() == 7 and (factors > 0).all()
     plain = quantise_rows(fp32, tmp_path / "plain.onnx", min_elements=1)
