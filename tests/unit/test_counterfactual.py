@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 
 import pytest
 
@@ -23,6 +24,7 @@ from models.counterfactual import (
     sentences,
     snippet_answers,
     statement_template,
+    weighted_kinds,
 )
 from service.runtime.evidence import content_words, words
 
@@ -178,6 +180,27 @@ def test_kinds_take_turns_and_are_seeded() -> None:
     assert {r["kind"] for r in rows} <= set(KINDS)
     assert rows == counterfactual_pairs(PASSAGES, pairs=4, seed=1)
     assert rows != counterfactual_pairs(PASSAGES, pairs=4, seed=2)
+
+
+def test_weighted_kinds_give_a_kind_more_turns_per_round() -> None:
+    assert weighted_kinds({}) == KINDS
+    kinds = weighted_kinds({"number_change": 3, "added_claim": 0})
+    assert kinds[: len(KINDS) - 1] == tuple(k for k in KINDS if k != "added_claim")
+    assert kinds[len(KINDS) - 1 :] == ("number_change", "number_change")
+    with pytest.raises(ValueError, match="unknown counterfactual kind"):
+        weighted_kinds({"rumour": 1})
+    with pytest.raises(ValueError, match="weight 0"):
+        weighted_kinds(dict.fromkeys(KINDS, 0))
+
+
+def test_a_weighted_kind_gets_more_pairs() -> None:
+    def made(number_change: int) -> Counter[str]:
+        weights = dict.fromkeys(KINDS, 0) | {"entity_swap": 1, "number_change": number_change}
+        rows = counterfactual_pairs(PASSAGES, pairs=4, seed=1, kinds=weighted_kinds(weights))
+        return Counter(r["kind"] for r in rows[::2])
+
+    assert made(1) == {"entity_swap": 2, "number_change": 2}  # every passage here states a number
+    assert made(3) == {"entity_swap": 1, "number_change": 3}
 
 
 @pytest.mark.parametrize(

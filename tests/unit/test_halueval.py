@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.baselines import length_baseline_scores, word_overlap_scores
-from models.counterfactual import CHUNK_SENTENCES, sentences
+from models.counterfactual import CHUNK_SENTENCES, KINDS, sentences, weighted_kinds
 from models.csv_reading import read_rows
 from models.figures import roc_auc
 from models.halueval import (
@@ -358,6 +358,32 @@ def test_train_sources_keep_those_rows_as_the_whole_build_has_them(wheel: Path, 
         build_halueval_sets(
             wheel, tmp_path / "typo", train_contexts=TRAIN_CONTEXTS, train_sources={"synthetic"}
         )
+
+
+def test_counterfactual_kinds_shape_training_pairs_and_leave_the_eval_split_alone(
+    wheel: Path, tmp_path: Path
+) -> None:
+    numbers_only = weighted_kinds(dict.fromkeys(KINDS, 0) | {"number_change": 1})
+    plain, numbers = (
+        build_halueval_sets(
+            wheel,
+            tmp_path / name,
+            train_contexts=TRAIN_CONTEXTS,
+            counterfactual_pairs=20,
+            report=False,
+            counterfactual_kinds=kinds,
+        )
+        for name, kinds in (("plain", KINDS), ("numbers", numbers_only))
+    )
+
+    def kinds_made(paths: dict[str, Path]) -> Counter[str]:
+        return Counter(
+            r["kind"] for r in read_rows(paths["train"]) if r["source"] == "synthetic_counterfactual"
+        )
+
+    assert set(kinds_made(numbers)) == {"number_change"} and kinds_made(numbers)["number_change"] > 0
+    assert len(kinds_made(plain)) >= 3
+    assert read_rows(numbers["eval"]) == read_rows(plain["eval"])  # stages and recipes score one eval split
 
 
 def test_snippet_pairs_join_training_with_one_sentence_contexts(wheel: Path, tmp_path: Path) -> None:
