@@ -53,7 +53,13 @@ STAGE3_PAIRS ?= 3000
 # answer's support) instead of the whole passage: contexts as a retriever returns them, and 21%
 # fewer tokens to train on.
 STAGE3_CHUNK_SHARE ?= 0.5
-QUANTIZATION ?= weights
+# int8 products with one activation scale per token (models/row_int8.py; batch-invariant by
+# construction), the FFN output products of layers 0-1 kept fp32: 1.3x the fp32-compute ceiling
+# at the same held-out figures (docs/benchmarks.md). `QUANTIZATION=weights KEEP_FP32=` gives
+# int8-stored weights computed in fp32.
+QUANTIZATION ?= rows
+KEEP_FP32 ?= layer.0/output/dense layer.1/output/dense
+EXPORT_OPTIONS = --quantization $(QUANTIZATION) $(if $(strip $(KEEP_FP32)),--keep-fp32 $(KEEP_FP32))
 EVIDENCE ?= share_missing_content weakest_sentence_missing share_missing_names share_missing_numbers share_novel_bigrams share_polarity_flipped missing_content_up_to_2 share_changed_quantities share_stated_sentences
 # Items read in several windows (long documents) get weights of their own, on these features.
 EVIDENCE_WINDOWED ?= local_missing_share share_missing_content
@@ -90,7 +96,7 @@ default-metric: setup
 # and records its quality: the last steps of default-metric, on their own.
 default-metric-export: setup
 	$(BIN)/lunaserve export $(CKPT) --eval $(DATA)/eval.csv --repository repository --force \
-	  --quantization $(QUANTIZATION) --evidence $(EVIDENCE) --evidence-windowed $(EVIDENCE_WINDOWED) --threshold-from-eval --card-notes specs/context_adherence.card.yaml
+	  $(EXPORT_OPTIONS) --evidence $(EVIDENCE) --evidence-windowed $(EVIDENCE_WINDOWED) --threshold-from-eval --card-notes specs/context_adherence.card.yaml
 	$(MAKE) default-metric-eval
 
 # The default metric's quality on the held-out sets, recorded into its manifest and card.
@@ -120,7 +126,7 @@ loto-%: setup
 	$(BIN)/lunaserve base fetch
 	$(call three_stages,$(LOTO)/$*/data,$(LOTO)/$*/checkpoint,$(call loto_contexts,$*))
 	$(BIN)/lunaserve export $(LOTO)/$*/checkpoint --eval $(LOTO)/$*/data/eval.csv --repository $(LOTO)/$*/repository --force \
-	  --quantization $(QUANTIZATION) --evidence $(EVIDENCE) --evidence-windowed $(EVIDENCE_WINDOWED) --threshold-from-eval
+	  $(EXPORT_OPTIONS) --evidence $(EVIDENCE) --evidence-windowed $(EVIDENCE_WINDOWED) --threshold-from-eval
 	$(BIN)/lunaserve evaluate $(LOTO)/$*/repository/context_adherence/2 --test $(LOTO)/$*/data/$*_test.csv \
 	  --out $(LOTO)/$*/evaluation --record $* --generalisation-of repository/context_adherence/2 \
 	  --description "Trained and tuned on the other HaluEval tasks only ($(call loto_contexts,$*)); 300 length-matched $* test pairs. bf16 autocast where the CPU computes bfloat16 natively, else fp32 (the training log says which)."

@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND=N,...",
         help="how many turns each kind of counterfactual pair takes per round of kinds (default 1 each;"
         " e.g. number_change=3: a number change needs a passage that states one, so in plain turns it"
-        " gets the fewest pairs). The eval split's pairs keep plain turns, so that stages compare.",
+        " gets the fewest pairs). Training pairs only: the eval split's pairs keep their own mix"
+        " (models.halueval.EVAL_COUNTERFACTUAL_KINDS), so that recipes compare.",
     )
     halu.add_argument(
         "--train-sources",

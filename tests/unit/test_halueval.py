@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from models.counterfactual import CHUNK_SENTENCES, KINDS, sentences, weighted_ki
 from models.csv_reading import read_rows
 from models.figures import roc_auc
 from models.halueval import (
+    EVAL_COUNTERFACTUAL_KINDS,
     HALLUCINATED,
     SUPPORTED,
     TASKS,
@@ -384,6 +386,25 @@ def test_counterfactual_kinds_shape_training_pairs_and_leave_the_eval_split_alon
     assert set(kinds_made(numbers)) == {"number_change"} and kinds_made(numbers)["number_change"] > 0
     assert len(kinds_made(plain)) >= 3
     assert read_rows(numbers["eval"]) == read_rows(plain["eval"])  # stages and recipes score one eval split
+
+
+def test_the_eval_splits_counterfactual_group_gives_a_rag_answers_kinds_close_shares(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """Entity swaps (the kind every passage allows) would otherwise take the turns of the rest."""
+
+    def eval_kinds(name: str, **kinds: Sequence[str]) -> Counter[str]:
+        paths = build_halueval_sets(
+            wheel, tmp_path / name, train_contexts=TRAIN_CONTEXTS, eval_counterfactual_pairs=40, report=False,
+            **kinds,
+        )  # fmt: skip
+        eval_rows = read_rows(paths["eval"])
+        return Counter(r["kind"] for r in eval_rows if r["source"] == "synthetic_counterfactual")
+
+    mixed, plain = eval_kinds("mixed"), eval_kinds("plain", eval_counterfactual_kinds=KINDS)
+    assert sum(mixed.values()) == sum(plain.values()) > 0  # one pair per eval passage, either way
+    assert EVAL_COUNTERFACTUAL_KINDS.count("number_change") == 3
+    assert mixed["number_change"] > plain["number_change"] and mixed["entity_swap"] < plain["entity_swap"]
 
 
 def test_snippet_pairs_join_training_with_one_sentence_contexts(wheel: Path, tmp_path: Path) -> None:
