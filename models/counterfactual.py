@@ -95,23 +95,6 @@ _WH_INSIDE = re.compile(r"\b(?:which|what)\b", re.IGNORECASE)
 _WHERE = re.compile(r"^Where\s+(is|was|are|were)\s+(.+)$", re.IGNORECASE)
 _WHEN = re.compile(r"^When\s+(is|was|are|were)\s+(.+?)\s+(\w+ed|born)$", re.IGNORECASE)
 WORDED_BY_MAKER = frozenset({"negation", "answer_statement"})  # already worded as answers: no lead-in
-
-
-def weighted_kinds(weights: Mapping[str, int]) -> tuple[str, ...]:
-    """The `kinds` of `counterfactual_pairs` for a mix that wants more of some kinds: every kind of
-    `KINDS` once, then those of weight 2 or more again, and so on (a kind's weight defaults to 1;
-    0 leaves it out). A number change needs a passage that states a number, so in plain turns it
-    gets fewer pairs than the kinds any passage allows, which take the turns it cannot."""
-    if unknown := sorted(set(weights) - set(KINDS)):
-        raise ValueError(f"unknown counterfactual kind(s) {unknown}; known: {', '.join(KINDS)}")
-    if bad := sorted(k for k, w in weights.items() if w < 0):
-        raise ValueError(f"negative weight for {bad}")
-    counts = {k: weights.get(k, 1) for k in KINDS}
-    rounds = max(counts.values(), default=0)
-    kinds = tuple(k for turn in range(rounds) for k in KINDS if counts[k] > turn)
-    if not kinds:
-        raise ValueError("every counterfactual kind has weight 0")
-    return kinds
 ANSWER_TEMPLATES = ("The answer is {}.", "It is {}.", "That would be {}.", "{}, according to the passage.")
 _LOWER_STARTS = frozenset(
     "The A An It In This That These They He She There At On During After Before".split()
@@ -412,6 +395,23 @@ def _pair_rows(query: str, context: str, faithful: str, hallucinated: str, kind:
         {"input": query, "output": output, "context": context, "label": label, "source": SOURCE, "kind": kind}
         for output, label in ((faithful, SUPPORTED), (hallucinated, HALLUCINATED))
     ]
+
+
+def weighted_kinds(weights: Mapping[str, int]) -> tuple[str, ...]:
+    """The `kinds` of `counterfactual_pairs` for a mix that wants more of some kinds: every kind of
+    `KINDS` once, then those of weight 2 or more again, and so on (a kind's weight defaults to 1;
+    0 leaves it out). A number change needs a passage that states a number, so in plain turns it
+    gets fewer pairs than the kinds any passage allows, which take the turns it cannot."""
+    if unknown := sorted(set(weights) - set(KINDS)):
+        raise ValueError(f"unknown counterfactual kind(s) {unknown}; known: {', '.join(KINDS)}")
+    if bad := sorted(k for k, w in weights.items() if w < 0):
+        raise ValueError(f"negative weight for {bad}")
+    counts = {k: weights.get(k, 1) for k in KINDS}
+    rounds = max(counts.values(), default=0)
+    kinds = tuple(k for turn in range(rounds) for k in KINDS if counts[k] > turn)
+    if not kinds:
+        raise ValueError("every counterfactual kind has weight 0")
+    return kinds
 
 
 def counterfactual_pairs(
