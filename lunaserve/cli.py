@@ -110,7 +110,7 @@ def _cmd_data_halueval(args: argparse.Namespace) -> int:
 
 def _kind_weights(text: str) -> dict[str, int]:
     """`number_change=3,added_claim=0` -> {"number_change": 3, "added_claim": 0}, or a clear error."""
-    from models.counterfactual import KINDS
+    from models.counterfactual import KINDS, weighted_kinds
 
     weights: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -121,8 +121,10 @@ def _kind_weights(text: str) -> dict[str, int]:
                 " and N a count (0 leaves it out)"
             )
         weights[kind] = int(number)
-    if weights and not any(weights.get(k, 1) for k in KINDS):
-        raise argparse.ArgumentTypeError(f"{text!r}: every counterfactual kind has weight 0")
+    try:
+        weighted_kinds(weights)  # the mix's own checks (a mix of weight 0 everywhere), said at parse time
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from e
     return weights
 
 
