@@ -3,11 +3,11 @@
 Every server gets the same model, the same CPU (pinned, one inference thread) and the same
 generator (bench/server_load.py's open loop: Poisson arrivals, aiohttp, on the other CPU), the
 same payloads (a ~64-256-token mix, and 512-token inputs) and the same warm-up. Per server and
-payload: the highest rate whose p99 stays within 100 ms with no error (the capacity step
-search), p50/p99 at one fixed moderate rate (half lunaserve's capacity), CPU seconds per 1,000
-requests and the peak RSS of the server's whole process tree; each also as a ratio to
-lunaserve's. Peers run in their own virtual environments (`bench/peers/setup`), never in the
-project's.
+payload: the highest rate whose p99 stays within the mix's budget with no error (the capacity
+step search; 100 ms for the 64-256 mix, 500 ms for 512, both settable), p50/p99 at one fixed
+moderate rate (half lunaserve's capacity), CPU seconds per 1,000 requests and the peak RSS of
+the server's whole process tree; each also as a ratio to lunaserve's. Peers run in their own
+virtual environments (`bench/peers/setup`), never in the project's.
 
 The peers:
   handwritten-own         a FastAPI `def` endpoint, one ONNX Runtime run per request, on
@@ -252,26 +252,21 @@ def capacity_runs(
 
     def probe(rps: float) -> Probe:
         coroutine = open_loop(
-            url, items, rps, args.step_s, traffic_class="observability", timeout_ms=30_000,
-            seed=len(runs) + 1, request=request_for(peer),
+            url, items, rps, args.step_s_by_mix[mix], traffic_class="observability",
+            timeout_ms=30_000, seed=len(runs) + 1, request=request_for(peer),
         )  # fmt: skip
         run = asyncio.run_coroutine_threadsafe(coroutine, loop).result()
         runs.append(run)
         print(f"  {peer.name} {mix} {rps:.1f} req/s: {run.summary()}", flush=True)
-        return Probe(rps, passed(run, mix), p99_ms=run.p(99), achieved_qps=run.achieved_rps)
+        ok = passed(run, args.budget_ms_by_mix[mix])
+        return Probe(rps, ok, p99_ms=run.p(99), achieved_qps=run.achieved_rps)
 
     step_search(probe, args.start_rps[mix], growth=1.25, resolution=0.05, max_steps=args.max_steps)
     return runs
 
 
-# The p99 budget of each payload mix. 100 ms is the budget; one 512-token forward pass
-# alone takes ~120 ms (int8) to ~190 ms (fp32) on one core of this CPU, so no server can meet it
-# there, and the 512 mix is searched within 500 ms instead (docs/benchmarks.md says so).
-P99_BUDGET_MS = {"64-256": SLO_P99_S * 1000, "512": 500.0}
-
-
-def passed(run: RunResult, mix: str) -> bool:
-    return run.p(99) <= P99_BUDGET_MS[mix] and run.other_errors == 0 and run.rejected_503 == 0
+def passed(run: RunResult, budget_ms: float) -> bool:
+    return run.p(99) <= budget_ms and run.other_errors == 0 and run.rejected_503 == 0
 
 
 async def measure(
@@ -289,22 +284,24 @@ async def measure(
                 request=request,
             )  # fmt: skip
             runs = await asyncio.to_thread(capacity_runs, peer, url, mix, items, args, loop)
-            capacity = max((r.achieved_rps for r in runs if passed(r, mix)), default=0.0)
+            budget_ms = args.budget_ms_by_mix[mix]
+            capacity = max((r.achieved_rps for r in runs if passed(r, budget_ms)), default=0.0)
             steps = [
                 {"offered_rps": round(r.offered_rps, 2), "achieved_rps": round(r.achieved_rps, 2),
-                 "p50_ms": round(r.p(50), 1), "p99_ms": round(r.p(99), 1), "passed": passed(r, mix)}
+                 "p50_ms": round(r.p(50), 1), "p99_ms": round(r.p(99), 1), "passed": passed(r, budget_ms)}
                 for r in runs
             ]  # fmt: skip
             rate = moderate.setdefault(mix, max(capacity * 0.5, 1.0))  # lunaserve's half, for everyone
             cpu_before = watch.cpu_s()
             fixed = await open_loop(
-                url, items, rate, args.step_s, traffic_class="observability", timeout_ms=30_000, seed=99,
-                request=request,
+                url, items, rate, args.step_s_by_mix[mix], traffic_class="observability",
+                timeout_ms=30_000, seed=99, request=request,
             )  # fmt: skip
             cpu_used = watch.cpu_s() - cpu_before
             out[mix] = {
-                "capacity_rps_within_budget": round(capacity, 1),  # within P99_BUDGET_MS[mix]
-                "p99_budget_ms": P99_BUDGET_MS[mix],
+                "capacity_rps_within_budget": round(capacity, 1),  # within p99_budget_ms
+                "p99_budget_ms": budget_ms,
+                "step_s": args.step_s_by_mix[mix],
                 "moderate_rps": round(rate, 1),
                 "moderate_p50_ms": round(fixed.p(50), 1),
                 "moderate_p99_ms": round(fixed.p(99), 1),
@@ -360,9 +357,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         os.sched_setaffinity(0, set(placement.generator_cpus))
     artifact = newest_version(args.repository)
     model = MetricModel.load(artifact, intra_op_threads=1)
-    mixes = {"64-256": length_mix(model, [64, 96, 128, 192, 256])}
-    if not args.quick:
-        mixes["512"] = length_mix(model, [512])
+    lengths = {"64-256": [64, 96, 128, 192, 256], "512": [512]}
+    chosen = ["64-256"] if args.quick else args.mixes
+    mixes = {mix: length_mix(model, lengths[mix]) for mix in chosen}
     del model
     standard = None
     if args.checkpoint:  # one export per checkpoint: a cached one of another would compare other weights
@@ -409,17 +406,39 @@ def main() -> int:
         help="lunaserve's repository; its newest context_adherence is what every ONNX peer runs",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=VENVS / "results.json")
-    parser.add_argument("--step-s", type=float, default=15.0)
+    parser.add_argument("--step-s", type=float, default=15.0, help="seconds per load step")
+    parser.add_argument(
+        "--step-s-512", type=float,
+        help="seconds per step of the 512 mix (default: --step-s). Its steps carry more work per"
+        " request, so they can be shorter; the 64-256 mix's low passing rates want long steps",
+    )  # fmt: skip
     parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument(
+        "--budget-ms", type=float, default=SLO_P99_S * 1000,
+        help="the p99 budget of the 64-256 mix's capacity search (100 ms, the issue's; where one"
+        " core's service times leave every server only a few requests a second within it, a larger"
+        " budget separates the servers with more requests per step)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--budget-ms-512", type=float, default=500.0,
+        help="the 512 mix's: one 512-token pass alone takes ~150 ms on one core here, so no server"
+        " meets 100 ms there",
+    )  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument(
         "--only", nargs="*", help="run only these peers (lunaserve first sets the moderate rate)"
     )
     parser.add_argument("--quick", action="store_true", help="the 64-256 mix only")
+    parser.add_argument(
+        "--mixes", nargs="+", choices=["64-256", "512"], default=["64-256", "512"],
+        help="the payload mixes to measure (the moderate rate is lunaserve's half on each)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
         parser.error(f"--checkpoint {args.checkpoint}: not a transformers checkpoint (no config.json)")
     args.start_rps = {"64-256": 6.0, "512": 2.0}
+    args.step_s_by_mix = {"64-256": args.step_s, "512": args.step_s_512 or args.step_s}
+    args.budget_ms_by_mix = {"64-256": args.budget_ms, "512": args.budget_ms_512}
     args.repository = args.repository.resolve()  # the peers run from their own folder
     if args.checkpoint is not None:
         args.checkpoint = args.checkpoint.resolve()
