@@ -25,7 +25,9 @@ The peers:
     python bench/peers/plot.py build/peers/results.json --out docs/peers.svg
 
 --repository serves another repository's newest context_adherence (default: the project's):
-give the one exported from --checkpoint, so that every server runs the same weights.
+give the one exported from --checkpoint, so that every server runs the same weights. Where the
+fine-tuned checkpoint is not at hand (it is not committed), `bench/peers/speed_twin.py` makes one
+of the same shapes from the base encoder, for speed runs (its head is untrained).
 
 Not a test: the table goes into docs/benchmarks.md.
 """
