@@ -423,8 +423,8 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--budget-ms-512", type=float, default=500.0,
-        help="the 512 mix's: one 512-token pass alone takes ~150 ms on one core here, so no server"
-        " meets 100 ms there",
+        help="the 512 mix's: one 512-token pass alone takes 100-150 ms on one core of these machines,"
+        " so no server meets 100 ms there",
     )  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument(
