@@ -94,3 +94,25 @@ def test_pin_reads_one_value_both_ways_until_the_next_batch() -> None:
     assert cost.per_token_s == cost.idle_per_token_s == 2e-5
     cost.learn(0.04, 1000)
     assert cost.per_token_s == pytest.approx(4e-5) and cost.idle_per_token_s == 2e-5
+
+
+def test_a_reading_follows_every_change_of_the_samples() -> None:
+    """The quantile is kept between reads: each way the samples change must show in the next read."""
+    now = Now()
+    cost = estimate(now, quantile=0.5, horizon_s=10, max_samples=2)
+    cost.learn(0.010, 1000)  # 10 us a token
+    assert cost.per_token_s == pytest.approx(10e-6)
+    assert cost.per_token_s == pytest.approx(10e-6)  # read twice: the same
+    cost.learn(0.040, 3000)  # a new batch after a read: 3/4 of the tokens at 13.3 us
+    assert cost.per_token_s == pytest.approx(40e-3 / 3000)
+    now.t += 5
+    cost.learn(0.090, 3000)  # the third batch pushes the first out (max_samples 2): 30 us
+    assert cost.per_token_s == pytest.approx(40e-3 / 3000)  # half the tokens at 13.3 us
+    now.t += 6  # the 13.3 us batch ages out; the 30 us one stays
+    assert cost.per_token_s == pytest.approx(30e-6)
+    now.t += 10  # everything ages out: the idle reading again
+    assert cost.per_token_s == cost.idle_per_token_s == pytest.approx(10e-6)
+    cost.learn(0.020, 1000)
+    assert cost.per_token_s == pytest.approx(20e-6)
+    cost.pin(7e-6)
+    assert cost.per_token_s == cost.idle_per_token_s == 7e-6
