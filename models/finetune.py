@@ -202,6 +202,22 @@ def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Iterator[Any
     yield from tqdm(iterable, desc=desc, unit="batch", leave=False)
 
 
+def classifier_from_base(
+    base_dir: Path, labels: Sequence[str], attention_dropout: float | None = None
+) -> Any:
+    """The base encoder with a fresh head of the spec's labels (id2label in its config)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        base_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        local_files_only=True,
+        **({} if attention_dropout is None else {"attention_probs_dropout_prob": attention_dropout}),
+    )
+
+
 def save_checkpoint(model: Any, base_dir: Path, out_dir: Path) -> None:
     """HF checkpoint: config (with id2label), safetensors, tokenizer.json without pad/truncation."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +315,6 @@ def finetune(
         raise FinetuneError("reverting on a fall of eval ROC-AUC needs an evaluation: evaluate last-epoch")
     with _deterministic_run():
         import torch
-        from transformers import AutoModelForSequenceClassification
 
         base_dir, out_dir = Path(base_dir), Path(out_dir)
         if not (base_dir / "tokenizer.json").is_file():
@@ -332,14 +347,7 @@ def finetune(
         if not windows:
             raise FinetuneError(f"{train_csv}: no row fits in {max_train_tokens} tokens")
 
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_dir,
-            num_labels=len(spec.labels),
-            id2label=dict(enumerate(spec.labels)),
-            label2id={name: i for i, name in enumerate(spec.labels)},
-            local_files_only=True,
-            **({} if attention_dropout is None else {"attention_probs_dropout_prob": attention_dropout}),
-        )
+        model = classifier_from_base(base_dir, spec.labels, attention_dropout)
         no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
         params = [
             {

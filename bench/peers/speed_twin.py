@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from models.finetune import save_checkpoint  # noqa: E402
+from models.finetune import classifier_from_base, save_checkpoint  # noqa: E402
 from service.runtime.spec import load_spec  # noqa: E402
 
 
@@ -34,18 +34,10 @@ def main() -> None:
     if not (args.base / "config.json").is_file():
         parser.error(f"{args.base}: no config.json (run `lunaserve base fetch minilm` first)")
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)  # the head's initial weights: the same twin every time
-    labels = list(load_spec(args.spec).labels)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        args.base,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        local_files_only=True,
-        attention_probs_dropout_prob=0.0,  # as the shipped recipe trains (Makefile: TRAIN_OPTIONS)
-    )
+    # attention dropout 0, as the shipped recipe trains (Makefile: TRAIN_OPTIONS)
+    model = classifier_from_base(args.base, load_spec(args.spec).labels, attention_dropout=0.0)
     save_checkpoint(model, args.base, args.out)
     print(f"written: {args.out} (untrained head: for speed runs only)")
 
