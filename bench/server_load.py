@@ -322,7 +322,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server = LocalServer(
         args.repository, args.out.with_suffix(".server.log"),
-        ["--log_level", "warning", "--deadlines.max_timeout_ms", "60000"],
+        ["--log_level", "warning", "--deadlines.max_timeout_ms", "60000", *args.server_arg],
         cpus=placement.server_cpus if placement.pinned else (), threads=threads,
     ).start()  # fmt: skip
     url = server.url
@@ -331,14 +331,16 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         ceiling = float(ceilings["64-256"]["best_items_per_s"])  # type: ignore[arg-type]
         # from the ideal queue's rate, the best any server can do within the budget (the ratio
         # the target is stated in); half the ceiling where no rate meets the budget
-        runs = await capacity_search(
-            url, mix, ceiling, args.step_s, max_steps=5 if args.quick else 8, budget_s=budget_s,
-            start_rps=ideal if ideal > 0 else None, min_requests=args.min_requests,
-        )  # fmt: skip
+        runs = []
+        if args.capacity is None:
+            runs = await capacity_search(
+                url, mix, ceiling, args.step_s, max_steps=5 if args.quick else 8, budget_s=budget_s,
+                start_rps=ideal if ideal > 0 else None, min_requests=args.min_requests,
+            )  # fmt: skip
         within = [
             r for r in runs if r.p(99) <= budget_s * 1000 and r.other_errors == 0 and r.rejected_503 == 0
         ]
-        sustainable = max((r.achieved_rps for r in within), default=0.0)
+        sustainable = args.capacity or max((r.achieved_rps for r in within), default=0.0)
         isolation = await guardrail_isolation(
             url, mix, max(sustainable, ceiling * 0.5), args.step_s, args.min_requests
         )
@@ -362,15 +364,17 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "p99_budget_ms": args.budget_ms,
         "step_s": args.step_s,
         "min_requests_per_step": args.min_requests,
-        "sustainable_rps_within_budget": sustainable,  # within p99_budget_ms
+        "sustainable_rps_within_budget": sustainable,  # within p99_budget_ms (or --capacity as given)
+        "capacity_given": args.capacity,
+        "server_args": args.server_arg,
         # the same rates through the ideal queue: the server's p99 over the ideal's, per step
         "server_p99_over_ideal_at_the_same_rate": against_ideal(runs, service_s),
-        "sustainable_over_ceiling": sustainable / ceiling,
+        "sustainable_over_ceiling": None if args.capacity else sustainable / ceiling,
         "ideal_queue": {
             "rate_p99_100ms": ideal,
             "over_ceiling": ideal / ceiling,
             "mean_service_ms": float(service_s.mean() * 1000),
-            "server_over_ideal": sustainable / ideal,
+            "server_over_ideal": None if args.capacity else sustainable / ideal,
         },
         "guardrail_isolation": isolation,
         "overload_2x": over,
@@ -429,6 +433,15 @@ def main() -> None:
         "--budget-ms", type=float, default=SLO_P99_S * 1000,
         help="the p99 budget of the capacity search and the ideal queue (100 ms; a slower CPU may"
         " need more: where the runtime's own service times exceed it, no server can meet it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--capacity", type=float,
+        help="skip the capacity search and take this many req/s as the sustainable rate that the"
+        " guardrail and overload steps are set from (to measure those alone, e.g. with --server-arg)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-arg", action="append", default=[],
+        help="an extra `lunaserve serve` argument (repeat), e.g. --server-arg=--guardrail_instances=1",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
     args = parser.parse_args()

@@ -10,9 +10,11 @@ scheduler's observer (`service.batching.observer`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from service.batching.policy import Priority
@@ -32,6 +34,7 @@ OUTCOMES = ("ok", "rejected", "expired", "failed", "cancelled", "invalid")
 class ServerMetrics:
     def __init__(self, prometheus_registry: CollectorRegistry) -> None:
         self.prometheus_registry = registry = prometheus_registry
+        self._observers: dict[str, SchedulerMetrics] = {}
         by_class = ["metric", "traffic_class"]
         self.request_duration = Histogram(
             "lunaserve_request_duration_seconds",
@@ -124,7 +127,12 @@ class ServerMetrics:
         return totals
 
     def observer(self, metric: str) -> SchedulerMetrics:
-        return SchedulerMetrics(self, metric)
+        """The one observer of `metric` (made on first use): every version of it, old and new,
+        writes the same series."""
+        observer = self._observers.get(metric)
+        if observer is None:
+            observer = self._observers[metric] = SchedulerMetrics(self, metric)
+        return observer
 
     def set_active_version(
         self, metric: str, version: str, previous: str | None, *, max_batch_rows: int, instances: int = 1
@@ -137,48 +145,62 @@ class ServerMetrics:
 
 
 class SchedulerMetrics:
-    """The scheduler's observer for one metric (see batching.observer.SchedulerObserver)."""
+    """The scheduler's observer for one metric (see batching.observer.SchedulerObserver).
+
+    Each labelled series is looked up once, when first written, not per observation: a scoring
+    request makes ~17 observations and `labels()` costs more than the observation itself
+    (docs/benchmarks.md, "Serving cost"). A series still appears only once it has a value.
+    """
 
     def __init__(self, metrics: ServerMetrics, metric: str) -> None:
         self.m = metrics
         self.metric = metric
+        self._series: dict[tuple[object, ...], Any] = {}
+
+    def _of(self, family: MetricWrapperBase, *labels: str) -> Any:
+        """`family`'s series for this metric and `labels`, made on first use."""
+        key = (id(family), *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = family.labels(self.metric, *labels)
+        return series
 
     def batch_done(self, windows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
-        m, name = self.m, self.metric
-        m.batch_size.labels(name).observe(windows)
-        m.batch_tokens.labels(name).observe(padded_tokens)
-        m.batch_padding.labels(name).observe(1 - real_tokens / padded_tokens if padded_tokens else 0.0)
-        m.batch_duration.labels(name).observe(seconds)
-        m.real_tokens.labels(name).inc(real_tokens)
-        m.padded_tokens.labels(name).inc(padded_tokens)
+        m = self.m
+        self._of(m.batch_size).observe(windows)
+        self._of(m.batch_tokens).observe(padded_tokens)
+        self._of(m.batch_padding).observe(1 - real_tokens / padded_tokens if padded_tokens else 0.0)
+        self._of(m.batch_duration).observe(seconds)
+        self._of(m.real_tokens).inc(real_tokens)
+        self._of(m.padded_tokens).inc(padded_tokens)
 
     def queue_waited(self, priority: Priority, seconds: float) -> None:
-        self.m.queue_wait.labels(self.metric, TRAFFIC_CLASS[priority]).observe(seconds)
+        self._of(self.m.queue_wait, TRAFFIC_CLASS[priority]).observe(seconds)
 
     def rejected(self, priority: Priority, reason: str) -> None:
-        self.m.rejections.labels(self.metric, TRAFFIC_CLASS[priority], reason).inc()
+        self._of(self.m.rejections, TRAFFIC_CLASS[priority], reason).inc()
 
     def dropped(self, priority: Priority, reason: str) -> None:
-        self.m.dropped.labels(self.metric, TRAFFIC_CLASS[priority], reason).inc()
+        self._of(self.m.dropped, TRAFFIC_CLASS[priority], reason).inc()
 
     def queue_changed(self, requests: int, tokens: int) -> None:
-        self.m.queue_depth.labels(self.metric).set(requests)
-        self.m.queued_tokens.labels(self.metric).set(tokens)
+        self._of(self.m.queue_depth).set(requests)
+        self._of(self.m.queued_tokens).set(tokens)
 
     def cost_changed(self, per_token_s: float, idle_per_token_s: float) -> None:
-        self.m.cost_per_token.labels(self.metric, "wait").set(per_token_s)
-        self.m.cost_per_token.labels(self.metric, "idle").set(idle_per_token_s)
+        self._of(self.m.cost_per_token, "wait").set(per_token_s)
+        self._of(self.m.cost_per_token, "idle").set(idle_per_token_s)
 
     def request_ended(self, priority: Priority, seconds: float) -> None:
-        self.m.request_duration.labels(self.metric, TRAFFIC_CLASS[priority]).observe(seconds)
+        self._of(self.m.request_duration, TRAFFIC_CLASS[priority]).observe(seconds)
 
     def request_outcome(self, priority: Priority | None, outcome: str) -> None:
         cls = TRAFFIC_CLASS[priority] if priority is not None else "unknown"
-        self.m.requests.labels(self.metric, cls, outcome).inc()
+        self._of(self.m.requests, cls, outcome).inc()
 
     def request_scored(self, priority: Priority, inference_s: float, tokens: int) -> None:
-        self.m.inference_duration.labels(self.metric, TRAFFIC_CLASS[priority]).observe(inference_s)
-        self.m.input_tokens.labels(self.metric).observe(tokens)
+        self._of(self.m.inference_duration, TRAFFIC_CLASS[priority]).observe(inference_s)
+        self._of(self.m.input_tokens).observe(tokens)
 
 
 class HealthCollector(Collector):

@@ -8,7 +8,6 @@ key (401), the server's draining state (503) and the item count (422) are checke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
@@ -19,7 +18,7 @@ from service.api import errors as e
 from service.api.auth import require_admin, scoring_key
 from service.api.schemas import ActivateRequest, MultiScoreRequest, ScoreRequest
 from service.config import ApiKey
-from service.loaded_metric import fields_over_limit
+from service.loaded_metric import Item, fields_over_limit
 from service.registry import MetricRegistry
 from service.state import AppState
 
@@ -72,17 +71,22 @@ class ScoringCall(Generic[B]):
     """A scoring request that passed its checks, with what its handler needs."""
 
     body: B
-    registry: MetricRegistry
+    items: list[Item]  # the body's items as plain dicts, read-only: every metric scores the same
+    state: AppState
     requested_class: str | None  # the body's traffic class, else the key's default
     arrived_s: float  # when its headers were read (RequestContextMiddleware), on the app's clock
 
-    def deadline(self, state: AppState, metrics: list[str]) -> float:
+    @property
+    def registry(self) -> MetricRegistry:
+        return self.state.registry
+
+    def deadline(self, metrics: list[str]) -> float:
         classes = [self.registry.traffic_class(m, self.requested_class) for m in metrics]
-        return state.settings.deadlines.deadline(self.arrived_s, self.body.timeout_ms, classes)
+        return self.state.settings.deadlines.deadline(self.arrived_s, self.body.timeout_ms, classes)
 
 
 def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
-    state = _state(request)
+    state: AppState = request.app.state.lunaserve
     key = scoring_key(request, state.settings.auth)
     if state.registry.draining:
         raise e.OverloadedError("the server is shutting down", reason="draining", retry_after_s=1)
@@ -90,18 +94,21 @@ def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
     if len(body.items) > limits.max_items:
         raise e.InvalidItemsError(f"{len(body.items)} items; the limit is {limits.max_items}")
     # every metric named shares this limit: refuse the request whole, as its schema says
-    too_long = fields_over_limit([item.model_dump() for item in body.items], limits.max_field_chars)
+    items: list[Item] = [item.model_dump() for item in body.items]
+    too_long = fields_over_limit(items, limits.max_field_chars)
     if too_long:
         raise e.InvalidItemsError(f"{len(too_long)} field(s) over the limit", errors=too_long)
     requested = body.traffic_class or (key.traffic_class if key else None)
-    return ScoringCall(body, state.registry, requested, request.state.arrived_s)
+    return ScoringCall(body, items, state, requested, request.state.arrived_s)
 
 
-async def score_call(request: Request, body: ScoreRequest) -> ScoringCall[ScoreRequest]:
-    return _scoring_call(request, body)
+def scoring_call(request: Request, body: B) -> ScoringCall[B]:
+    """The checks of a scoring call whose body validated; its handler calls this first thing.
 
-
-async def multi_score_call(request: Request, body: MultiScoreRequest) -> ScoringCall[MultiScoreRequest]:
+    A plain call rather than a dependency: FastAPI resolves each dependency (and theirs) per
+    request, which cost a scoring call ~0.1 ms of the event loop (docs/benchmarks.md, "Serving
+    cost"), and the body validation that must come first is FastAPI's own either way.
+    """
     return _scoring_call(request, body)
 
 
@@ -118,16 +125,23 @@ async def _until_disconnect(request: Request) -> None:
 
 
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`; cancel it if the client disconnects first (the scheduler then skips it)."""
-    task = asyncio.ensure_future(work)
+    """Await `work`; cancel it if the client disconnects first (the scheduler then skips it).
+
+    The handler's own task awaits `work` and one watcher task cancels it when the disconnect
+    comes: one task per request rather than two and an `asyncio.wait`.
+    """
+    handler = asyncio.current_task()
+    assert handler is not None
+    waiting = [True]  # until `work` ends: a disconnect after it must not cancel the answer's sending
+
+    def client_left(watcher: asyncio.Future[None]) -> None:
+        if waiting[0] and not watcher.cancelled():
+            handler.cancel()
+
     watcher = asyncio.ensure_future(_until_disconnect(request))
+    watcher.add_done_callback(client_left)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     finally:
+        waiting[0] = False
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise asyncio.CancelledError
-    return task.result()

@@ -18,9 +18,8 @@ from service.api.deps import (
     ScoringKey,
     State,
     activate_call,
-    multi_score_call,
     prometheus_access,
-    score_call,
+    scoring_call,
     unless_client_leaves,
 )
 from service.api.schemas import (
@@ -60,23 +59,19 @@ def _results(scored: ScoredItems) -> list[ItemResult]:
 
 
 async def _score(call: ScoringCall[Any], metric: str, traffic_class: str, deadline: float) -> ScoredItems:
-    items = [item.model_dump() for item in call.body.items]
-    return await call.registry.score(metric, items, traffic_class, deadline, arrived_s=call.arrived_s)
+    return await call.registry.score(metric, call.items, traffic_class, deadline, arrived_s=call.arrived_s)
 
 
 @router.post(
     "/v1/metrics/{metric}/score", response_model=ScoreResponse, responses=SCORING_ERRORS, tags=["scoring"]
 )
 async def score_metric(
-    metric: str,
-    call: Annotated[ScoringCall[ScoreRequest], Depends(score_call)],
-    state: State,
-    request: Request,
-    response: Response,
+    metric: str, body: ScoreRequest, request: Request, response: Response
 ) -> ScoreResponse:
     """Score items with one metric. Timing headers say where the time went."""
+    call = scoring_call(request, body)
     traffic_class = call.registry.traffic_class(metric, call.requested_class)
-    deadline = call.deadline(state, [metric])
+    deadline = call.deadline([metric])
     scored = await unless_client_leaves(request, _score(call, metric, traffic_class, deadline))
     queue_ms, infer_ms = scored.queued_s * 1000, scored.inference_s * 1000
     response.headers["X-Queue-Time-Ms"] = f"{queue_ms:.2f}"
@@ -109,17 +104,16 @@ async def _within(clock: Clock, deadline: float, work: Awaitable[T]) -> T:
 
 
 @router.post("/v1/score", response_model=MultiScoreResponse, responses=SCORING_ERRORS, tags=["scoring"])
-async def score_many(
-    call: Annotated[ScoringCall[MultiScoreRequest], Depends(multi_score_call)], state: State, request: Request
-) -> MultiScoreResponse:
+async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreResponse:
     """Score the same items with several metrics under one deadline; each metric reports its outcome."""
+    call = scoring_call(request, body)
     metrics = call.body.metrics
-    deadline = call.deadline(state, metrics)
+    deadline = call.deadline(metrics)
 
     async def one(metric: str) -> MetricOutcome:
         traffic_class = call.registry.traffic_class(metric, call.requested_class)
         try:
-            scored = await _within(state.clock, deadline, _score(call, metric, traffic_class, deadline))
+            scored = await _within(call.state.clock, deadline, _score(call, metric, traffic_class, deadline))
         except TimeoutError:
             late = e.OverloadedError("no answer before the deadline", reason="expired", retry_after_s=1)
             return MetricOutcome(metric=metric, status="deadline_exceeded", problem=late.problem(None))
