@@ -11,7 +11,10 @@ passes' own share comes from the server's Prometheus counters
 and of the inference threads apart (psutil), so the report says on which thread it goes.
 
     python bench/serving_cost.py --requests 600 --rate 12 --rounds 3
-    python bench/serving_cost.py --profile build/bench/serving.txt   # py-spy on PATH: where it goes
+    python bench/serving_cost.py --servers lunaserve --profile build/bench/serving.raw   # py-spy on PATH
+
+Each round measures lunaserve and then `bench/serving_floor.py`, the least a Python server on
+uvicorn can do for the same request, so the two figures share the machine's drift.
 
 Server on the placement's server CPUs with one ONNX Runtime thread per CPU, generator (aiohttp)
 on the others, as in server_load. Not a test: figures go into docs/benchmarks.md.
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,9 +41,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.server_load import METRIC, length_mix, open_loop  # noqa: E402
-from loadtest.placement import place  # noqa: E402
-from loadtest.server import LocalServer  # noqa: E402
+from bench.server_load import METRIC, length_mix, lunaserve_request, open_loop  # noqa: E402
+from loadtest.placement import place, taskset  # noqa: E402
+from loadtest.server import LocalServer, free_port, wait_until_ready  # noqa: E402
 from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
@@ -64,9 +68,13 @@ def runtime_alone_ms(model: MetricModel, items: list[dict[str, str]], passes: in
 
 
 def forward_seconds(url: str) -> tuple[float, float]:
-    """(sum of forward-pass seconds, number of forward passes) from the server's counters."""
+    """(sum of forward-pass seconds, number of forward passes) from the server's counters;
+    zeros from a server without them (the floor)."""
     total = count = 0.0
-    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+    scrape = httpx.get(url + "/metrics")
+    if scrape.status_code != 200 or not scrape.headers.get("content-type", "").startswith("text/plain"):
+        return total, count
+    for family in text_string_to_metric_families(scrape.text):
         for sample in family.samples:
             if sample.name == "lunaserve_batch_duration_seconds_sum":
                 total += sample.value
@@ -88,12 +96,20 @@ def thread_cpu_s(process: psutil.Process) -> tuple[float, float]:
 
 
 async def one_round(
-    url: str, process: psutil.Process, items: list[dict[str, str]], requests: int, rate: float, seed: int
-) -> dict[str, float]:
+    url: str, process: psutil.Process, items: list[dict[str, str]], requests: int, rate: float, seed: int,
+    request: Callable[..., tuple[str, object]] = lunaserve_request,
+) -> dict[str, float]:  # fmt: skip
     forward_before, passes_before = forward_seconds(url)
     main_before, other_before = thread_cpu_s(process)
     run = await open_loop(
-        url, items, rate, requests / rate, traffic_class="observability", timeout_ms=30_000, seed=seed
+        url,
+        items,
+        rate,
+        requests / rate,
+        traffic_class="observability",
+        timeout_ms=30_000,
+        seed=seed,
+        request=request,
     )
     main_after, other_after = thread_cpu_s(process)
     forward_after, passes_after = forward_seconds(url)
@@ -127,10 +143,36 @@ def profile(pid: int, seconds: float, out: Path, native: bool) -> subprocess.Pop
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class FloorServer:
+    """`bench/serving_floor.py` on uvicorn, placed as lunaserve is: the least a server can do."""
+
+    def __init__(self, model_folder: Path, log_path: Path, cpus: tuple[int, ...], threads: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "LUNASERVE_FLOOR_MODEL": str(model_folder),
+            "LUNASERVE_FLOOR_THREADS": str(threads),
+        }
+        command = [*taskset(cpus), sys.executable, "-m", "uvicorn", "bench.serving_floor:app",
+                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                   "--no-access-log"]  # fmt: skip
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if not wait_until_ready(self.process, self.url + "/readyz", 120):
+            self.stop()
+            raise RuntimeError(f"the floor server did not start: {log_path}")
+
+    def stop(self, timeout_s: float = 30) -> None:
+        self.process.terminate()
+        self.process.wait(timeout_s)
+
+
 async def bench(args: argparse.Namespace) -> dict[str, object]:
     placement = place()
     threads = placement.server_threads
-    model = MetricModel.load(args.repository / METRIC / args.version, intra_op_threads=threads)
+    folder = args.repository / METRIC / args.version
+    model = MetricModel.load(folder, intra_op_threads=threads)
     if placement.pinned:
         os.sched_setaffinity(0, set(placement.server_cpus))
     items = length_mix(model, [64, 96, 128, 192, 256])
@@ -140,32 +182,42 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     if placement.pinned:
         os.sched_setaffinity(0, set(placement.generator_cpus))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    server = LocalServer(
-        args.repository, args.out.with_suffix(".server.log"), ["--log_level", "warning", *args.server_arg],
-        cpus=placement.server_cpus if placement.pinned else (), threads=threads,
-    ).start()  # fmt: skip
-    rounds = []
+    cpus = placement.server_cpus if placement.pinned else ()
+    servers: dict[str, LocalServer | FloorServer] = {}
+    rounds: dict[str, list[dict[str, float]]] = {}
     try:
-        assert server.process is not None
-        process = psutil.Process(server.process.pid)
-        await open_loop(server.url, items, args.rate, 100 / args.rate, traffic_class="observability",
-                        timeout_ms=30_000, seed=0)  # fmt: skip  # warm-up
+        for name in args.servers:  # both idle on the server CPUs; one at a time is loaded
+            log = args.out.with_name(f"{args.out.stem}.{name}.log")
+            servers[name] = (
+                FloorServer(folder, log, cpus, threads)
+                if name == "floor"
+                else LocalServer(args.repository, log, ["--log_level", "warning", *args.server_arg],
+                                 cpus=cpus, threads=threads).start()
+            )  # fmt: skip
+            rounds[name] = []
+            await open_loop(servers[name].url, items, args.rate, 100 / args.rate,  # warm-up
+                            traffic_class="observability", timeout_ms=30_000, seed=0,
+                            request=request_for(name))  # fmt: skip
+        first = servers[args.servers[0]].process
+        assert first is not None
         spy = (
-            profile(server.process.pid, args.requests / args.rate, args.profile, args.native)
-            if args.profile
-            else None
+            profile(first.pid, args.requests / args.rate, args.profile, args.native) if args.profile else None
         )
-        for i in range(args.rounds):
-            figures = await one_round(server.url, process, items, args.requests, args.rate, seed=i + 1)
-            figures["serving_ms_per_request"] = figures["cpu_ms_per_request"] - alone["score"]
-            rounds.append({k: round(v, 3) for k, v in figures.items()})
-            print(json.dumps(rounds[-1]), flush=True)
-            if spy is not None:
-                spy.wait()
-                spy = None
+        for i in range(args.rounds):  # interleaved: the machine's drift hits every server alike
+            for name, server in servers.items():
+                assert server.process is not None
+                figures = await one_round(server.url, psutil.Process(server.process.pid), items,
+                                          args.requests, args.rate, seed=i + 1,
+                                          request=request_for(name))  # fmt: skip
+                figures["serving_ms_per_request"] = figures["cpu_ms_per_request"] - alone["score"]
+                rounds[name].append({k: round(v, 3) for k, v in figures.items()})
+                print(name, json.dumps(rounds[name][-1]), flush=True)
+                if spy is not None:
+                    spy.wait()
+                    spy = None
     finally:
-        server.stop(60)
-    serving = [r["serving_ms_per_request"] for r in rounds]
+        for server in servers.values():
+            server.stop(60)
     return {
         "metric": f"{METRIC}/{args.version}",
         "placement": placement.describe(),
@@ -174,8 +226,21 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "server_args": args.server_arg,
         "runtime_alone_ms_per_item": {k: round(v, 3) for k, v in alone.items()},
         "rounds": rounds,
-        "serving_ms_per_request_median": round(statistics.median(serving), 3),
+        "median_ms_per_request": {
+            name: {
+                key: round(statistics.median(r[key] for r in runs), 3)
+                for key in ("event_loop_cpu_ms_per_request", "serving_ms_per_request")
+            }
+            for name, runs in rounds.items()
+        },
     }
+
+
+def request_for(server: str) -> Callable[..., tuple[str, object]]:
+    """How a request to `server` looks: lunaserve's API, or the floor's bare body."""
+    if server == "floor":
+        return lambda item, traffic_class, timeout_ms: ("/", {"items": [item]})
+    return lunaserve_request
 
 
 def main() -> None:
@@ -187,6 +252,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="requests per round")
     parser.add_argument("--rate", type=float, default=12.0, help="requests per second (moderate: batch 1)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--servers", type=lambda v: v.split(","), default=["lunaserve", "floor"],
+        help="comma-separated, measured in turn each round: lunaserve, floor (bench/serving_floor.py)",
+    )  # fmt: skip
     parser.add_argument(
         "--server-arg", action="append", default=[],
         help="an extra `lunaserve serve` argument (repeat), e.g. --server-arg=--batching.max_wait_ms=0",
@@ -200,6 +269,9 @@ def main() -> None:
         if not versions:
             parser.error(f"{args.repository}: no {METRIC} version with a manifest.json")
         args.version = max(versions, key=version_key)
+    unknown = set(args.servers) - {"lunaserve", "floor"}
+    if unknown:
+        parser.error(f"--servers: unknown {sorted(unknown)}; choose from lunaserve, floor")
     figures = asyncio.run(bench(args))
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "rounds"}, indent=2))

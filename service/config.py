@@ -192,6 +192,22 @@ class Settings(BaseSettings):
         " its own threads, fed batches by the metric's one queue. On a many-core host where batch 1 is"
         " fastest, more instances use the cores that one instance leaves idle.",
     )
+    guardrail_instances: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Further instances per served metric that take guardrail traffic alone: a guardrail"
+        " request then never waits for an observability batch in flight. Each costs a session's"
+        " memory; on a host with a core to spare for it, it also keeps its idle speed under a flood.",
+    )
+    shared_instances_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="With guardrail_instances, the OS niceness added to the other instances' inference"
+        " threads (Linux): at 10 a guardrail forward pass gets ~90% of a core it shares with an"
+        " observability one, instead of half; 0 keeps every thread at equal priority.",
+    )
     metric_instances: dict[str, int] = Field(
         default_factory=dict,
         description='Instances for named metrics, over `instances` (JSON, e.g. {"context_adherence": 4}).',
@@ -221,13 +237,15 @@ class Settings(BaseSettings):
         return self
 
     def instances_of(self, metric: str) -> int:
+        """Instances that take every traffic class (those kept for guardrail come on top)."""
         return self.metric_instances.get(metric, self.instances)
 
     def threads_per_instance(self, metric: str) -> int:
-        """intra_op_threads if set, else this process's usable CPUs shared among the instances."""
+        """intra_op_threads if set, else this process's usable CPUs shared among all the
+        metric's instances (those kept for guardrail included)."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, usable_cpus() // self.instances_of(metric))
+        return max(1, usable_cpus() // (self.instances_of(metric) + self.guardrail_instances))
 
     def non_default(self) -> dict[str, object]:
         """Settings that differ from their defaults, secrets redacted: logged at startup."""

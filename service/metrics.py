@@ -112,6 +112,11 @@ class ServerMetrics:
             "lunaserve_model_instances", "Model instances (sessions) serving each metric's batches.",
             ["metric"], registry=registry,
         )  # fmt: skip
+        self.guardrail_instances = Gauge(
+            "lunaserve_guardrail_instances",
+            "Of a metric's model instances, those that take guardrail traffic alone.",
+            ["metric"], registry=registry,
+        )  # fmt: skip
         self.model_info = Gauge(
             "lunaserve_model_info", "1 for the version of each metric that is serving.",
             ["metric", "version"], registry=registry,
@@ -135,13 +140,15 @@ class ServerMetrics:
         return observer
 
     def set_active_version(
-        self, metric: str, version: str, previous: str | None, *, max_batch_rows: int, instances: int = 1
-    ) -> None:
+        self, metric: str, version: str, previous: str | None, *, max_batch_rows: int, instances: int = 1,
+        guardrail_instances: int = 0,
+    ) -> None:  # fmt: skip
         if previous is not None and previous != version:
             self.model_info.remove(metric, previous)
         self.model_info.labels(metric, version).set(1)
         self.batch_rows_limit.labels(metric).set(max_batch_rows)
         self.model_instances.labels(metric).set(instances)
+        self.guardrail_instances.labels(metric).set(guardrail_instances)
 
 
 class SchedulerMetrics:

@@ -46,7 +46,9 @@ from service.loaded_metric import (
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
 from service.runtime.classifier import MetricModel
+from service.runtime.cpus import usable_cpus
 from service.runtime.spec import NAME_PATTERN, VERSION_PATTERN
+from service.runtime.thread_priority import at_lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ class MetricRegistry:
             )  # fmt: skip
             window = await asyncio.to_thread(warm_up, model)
             instances = [model]
-            for _ in range(settings.instances_of(metric) - 1):
+            for _ in range(settings.instances_of(metric) + settings.guardrail_instances - 1):
                 instances.append(await asyncio.to_thread(model.another_instance))
                 await asyncio.to_thread(warm_up, instances[-1])
             batching = self.settings.batching
@@ -193,8 +195,14 @@ class MetricRegistry:
         except Exception as exc:  # ORT, tokenizers and numpy raise their own types
             raise ArtifactError(f"{folder}: cannot load: {type(exc).__name__}: {exc}") from None
         several = len(instances) > 1
+        # with instances kept for guardrail, the others' passes yield a shared core to theirs
+        general = len(instances) - settings.guardrail_instances
+        nice = settings.shared_instances_nice if settings.guardrail_instances else 0
         runners: list[Runner] = [
-            self.runner_factory(m.forward, f"{metric}-{version}" + (f"-{i}" if several else ""))
+            self.runner_factory(
+                at_lower_priority(nice if i < general else 0, m.forward),
+                f"{metric}-{version}" + (f"-{i}" if several else ""),
+            )
             for i, m in enumerate(instances)
         ]
         scheduler = BatchScheduler(
@@ -204,6 +212,9 @@ class MetricRegistry:
             admission=self.settings.admission.limits(),
             observer=self.server_metrics.observer(metric),
             name=f"{metric}/{version}",
+            guardrail_instances=settings.guardrail_instances,
+            # spill guardrail work onto the others only where no two instances share a core
+            guardrail_spills=len(instances) * settings.threads_per_instance(metric) <= usable_cpus(),
         )
         if calibration is not None:
             scheduler.cost_per_token_s = calibration.seconds_per_token()  # not the configured guess
@@ -221,6 +232,7 @@ class MetricRegistry:
             self.server_metrics.set_active_version(
                 metric, version, old.spec.version if old else None,
                 max_batch_rows=new.scheduler.limits.max_batch_rows, instances=new.scheduler.instances,
+                guardrail_instances=new.scheduler.guardrail_instances,
             )  # fmt: skip
             log.info("serving %s version %s", metric, version)
             if old is not None:

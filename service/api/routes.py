@@ -178,6 +178,8 @@ def _batching(loaded: LoadedMetric) -> BatchingInfo:
         max_batch_rows=limits.max_batch_rows,
         max_batch_tokens=limits.max_batch_tokens,
         instances=loaded.scheduler.instances,
+        guardrail_instances=loaded.scheduler.guardrail_instances,
+        guardrail_spills=loaded.scheduler.guardrail_spills,
         intra_op_threads=session.intra_op_threads,
         execution_providers=session.providers,
         calibration=None

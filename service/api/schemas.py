@@ -123,6 +123,14 @@ class BatchingInfo(BaseModel):
         None, description="The timing that chose max_batch_rows; null when calibration is off."
     )
     instances: int = Field(description="Model instances taking batches from this metric's queue.")
+    guardrail_instances: int = Field(
+        0, description="Of those, the instances kept for guardrail traffic (setting guardrail_instances)."
+    )
+    guardrail_spills: bool = Field(
+        True,
+        description="Whether the other instances take guardrail work while every kept one is busy: only"
+        " where no two instances share a core.",
+    )
     intra_op_threads: int = Field(description="ONNX Runtime threads of each instance.")
     execution_providers: list[str] = Field(description="ONNX Runtime providers the sessions use, in order.")
 

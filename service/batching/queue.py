@@ -17,7 +17,7 @@ import asyncio
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,14 +109,19 @@ class RequestQueue:
     def every_request(self) -> list[QueuedRequest]:
         return list(self._requests.values())
 
-    def head(self, count: int) -> tuple[list[QueuedWindow], bool]:
-        """The first `count` live waiting windows in service order, and whether they are all of them.
+    def head(
+        self, count: int, classes: Collection[Priority] = tuple(Priority)
+    ) -> tuple[list[QueuedWindow], bool]:
+        """The first `count` live waiting windows of `classes` in service order, and whether
+        they are all of them (of those classes).
 
         A window whose request's future is already finished (the client left) is not live.
         """
         found: list[QueuedWindow] = []
         more = False
         for priority in Priority:
+            if priority not in classes:
+                continue
             heap, popped = self._order[priority], []
             while heap:
                 window = self._waiting.get(heap[0][1])

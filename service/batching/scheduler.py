@@ -58,6 +58,16 @@ class BatchScheduler:
     once when batch 1 is fastest: each instance has its own session and threads, and a batch
     goes to the first instance that is free; order of service, priorities and deadlines are
     those of the one queue.
+
+    The last `guardrail_instances` of the runners take guardrail traffic alone. Priority puts a
+    guardrail request ahead of every queued observability one, but with every instance busy it
+    still waits for a batch in flight to end (up to one longest item); an instance kept for
+    guardrail is free whenever no guardrail work is, so it starts at once: on a core of its own
+    at its idle speed, on a shared core at the share the OS gives its thread (the registry
+    lowers the others' priority). With `guardrail_spills` the other instances take guardrail
+    work while every kept one is busy (when each instance has cores of its own); without, never:
+    on a shared core two passes at once each run at half speed or worse, and the guardrail
+    request is answered sooner behind the kept instance's pass than beside it.
     """
 
     def __init__(
@@ -69,13 +79,19 @@ class BatchScheduler:
         admission: AdmissionLimits,
         observer: SchedulerObserver | None = None,
         name: str = "model",
+        guardrail_instances: int = 0,
+        guardrail_spills: bool = True,
     ) -> None:
         self.clock = clock
         self.admission = admission
         self.name = name
         self._runners = [runners] if callable(runners) else list(runners)
-        if not self._runners:
-            raise ValueError("a scheduler needs at least one runner")
+        if not 0 <= guardrail_instances < len(self._runners):
+            raise ValueError(
+                f"a scheduler needs at least one runner for every class: {len(self._runners)} runner(s),"
+                f" {guardrail_instances} kept for guardrail"
+            )
+        general = len(self._runners) - guardrail_instances
         self._cost = CostEstimate(
             admission.initial_cost_per_token_s,
             quantile=admission.cost_quantile,
@@ -84,6 +100,9 @@ class BatchScheduler:
         )
         self._queue = RequestQueue(on_abandoned=self._wake)
         several = len(self._runners) > 1
+        kept_serves = frozenset({Priority.GUARDRAIL})
+        spills = guardrail_spills or not guardrail_instances
+        shared_serves = frozenset(Priority) if spills else frozenset({Priority.OBSERVABILITY})
         self._workers = [
             BatchWorker(
                 self._queue,
@@ -94,9 +113,16 @@ class BatchScheduler:
                 observer=observer or NullObserver(),
                 name=f"{name}#{index}" if several else name,
                 on_batch_done=functools.partial(self._wake, but=index),
+                serves=kept_serves if index >= general else shared_serves,
             )
             for index, runner in enumerate(self._runners)
         ]
+        kept, shared = self._workers[general:], self._workers[:general]
+        if guardrail_spills:
+            for worker in shared:
+                worker.defers_guardrail_to = kept
+            for worker in kept:
+                worker.deferring = shared
         self._accepting = True
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,7 +130,17 @@ class BatchScheduler:
 
     @property
     def instances(self) -> int:
+        """Every instance, those kept for guardrail included."""
         return len(self._workers)
+
+    @property
+    def guardrail_instances(self) -> int:
+        return sum(Priority.OBSERVABILITY not in w.serves for w in self._workers)
+
+    @property
+    def guardrail_spills(self) -> bool:
+        """Whether the other instances take guardrail work while every kept one is busy."""
+        return all(Priority.GUARDRAIL in w.serves for w in self._workers)
 
     @property
     def limits(self) -> BatchLimits:
@@ -234,7 +270,7 @@ class BatchScheduler:
     def _admit(
         self, priority: Priority, tokens: int, deadline: float, now: float, arrived: float | None
     ) -> None:
-        load = self._load(now)
+        load = self._load(now, priority)
         limits = self.admission
         refusal = admit(priority, tokens, deadline, now=now, load=load, limits=limits, arrived=arrived)
         if refusal is None:
@@ -247,16 +283,18 @@ class BatchScheduler:
 
     def estimated_wait_s(self, priority: Priority, tokens: int) -> float:
         """Time until a new request of `tokens` would be done: in-flight rest + work ahead + own."""
-        return estimated_wait_s(self._load(self.clock.now()), priority, tokens)
+        return estimated_wait_s(self._load(self.clock.now(), priority), priority, tokens)
 
     def retry_after_s(self) -> float:
         """When the current queue should have drained: a hint for Retry-After."""
         return retry_after_s(self._load(self.clock.now()))
 
-    def _load(self, now: float) -> QueueLoad:
+    def _load(self, now: float, priority: Priority = Priority.OBSERVABILITY) -> QueueLoad:
+        """The queue as a request of `priority` sees it: served by the instances that take its class."""
         queue = self._queue
+        workers = [w for w in self._workers if priority in w.serves]
         # The first instance to be free: a free one now, else the earliest end of those in flight.
-        ends = [w.busy_until for w in self._workers]
+        ends = [w.busy_until for w in workers]
         busy_until = None if None in ends else min(e for e in ends if e is not None)
         return QueueLoad(
             requests=queue.requests,
@@ -268,5 +306,5 @@ class BatchScheduler:
             idle_cost_per_token_s=self._cost.idle_per_token_s,
             accepting=self._accepting,
             alive=self.alive,
-            instances=len(self._workers),
+            instances=len(workers),
         )

@@ -1,7 +1,8 @@
 """The worker loop alone: take a batch as soon as the model is free, run it off the loop, fan out.
 
 One worker per model instance; a model served by several instances has as many workers taking
-batches from one queue (service.batching.scheduler), each awaiting its own runner.
+batches from one queue (service.batching.scheduler), each awaiting its own runner. A worker
+takes the traffic classes it `serves`: every class, or guardrail alone (a reserved instance).
 
 Each turn drops what no longer needs an answer (client gone, deadline out of reach), asks
 `policy.choose_batch` for the next batch, runs it through the runner (a thread: the event
@@ -59,6 +60,7 @@ class BatchWorker:
         observer: SchedulerObserver,
         name: str,
         on_batch_done: Callable[[], None] = lambda: None,
+        serves: frozenset[Priority] = frozenset(Priority),
     ) -> None:
         self.queue = queue
         self.runner = runner
@@ -70,6 +72,14 @@ class BatchWorker:
         # Tells the other instances' workers on the same queue that a batch ended: what it left
         # (a request's last windows answered, a drain now complete) may be theirs to act on.
         self.on_batch_done = on_batch_done
+        # The traffic classes this instance takes: all, or guardrail alone for an instance kept
+        # so that a guardrail request never waits for an observability batch in flight.
+        self.serves = serves
+        # Instances kept for guardrail: while one of them is free, this one leaves guardrail work
+        # to it. On a core they share, two passes at once would each run at half speed.
+        self.defers_guardrail_to: list[BatchWorker] = []
+        self.deferring: list[BatchWorker] = []  # the workers that defer guardrail work to this one
+        self._running = False  # the loop runs (a worker that died on a bug is never free)
         self.busy_until: float | None = None  # estimated end of the batch in flight
         self.idle = asyncio.Event()  # set while no request is admitted (and once the loop ended)
         self.idle.set()
@@ -89,15 +99,26 @@ class BatchWorker:
     def is_settled(self) -> bool:
         return self._settled.is_set()
 
+    @property
+    def is_free(self) -> bool:
+        """The loop runs and no batch of this instance is in flight."""
+        return self._running and self.busy_until is None
+
+    def _classes_now(self) -> frozenset[Priority]:
+        if any(w.is_free for w in self.defers_guardrail_to):
+            return self.serves - {Priority.GUARDRAIL}
+        return self.serves
+
     async def run(self) -> None:
         model_was_idle = True
+        self._running = True
         try:
             while True:
                 self._drop_abandoned()
                 now = self.clock.now()
                 since_guardrail = now - self.queue.last_arrival[Priority.GUARDRAIL]
                 self._expire(self.queue.late(now, self.cost.per_token_s))
-                head, head_is_all = self.queue.head(self.limits.lookahead_rows)
+                head, head_is_all = self.queue.head(self.limits.lookahead_rows, self._classes_now())
                 decision = choose_batch(
                     now,
                     head,
@@ -109,7 +130,10 @@ class BatchWorker:
                 )
                 if decision.run:
                     model_was_idle = False
-                    await self._run_batch(self.queue.take(decision.run))
+                    batch = self.queue.take(decision.run)
+                    for other in self.deferring:  # this one is busy now: guardrail work is theirs too
+                        other.wake()
+                    await self._run_batch(batch)
                     self.on_batch_done()
                     continue
                 if not self.queue.requests:
@@ -126,6 +150,7 @@ class BatchWorker:
             log.exception("scheduler %s stopped on an unexpected error", self.name)
             self.fail_all(BatchFailedError("scheduler-" + uuid.uuid4().hex[:12]))
         finally:
+            self._running = False
             self.idle.set()  # nothing will run any more: let a drain return
             self._settled.set()
 

@@ -35,6 +35,7 @@ from service.config import (
     LimitSettings,
     Settings,
 )
+from service.runtime.cpus import usable_cpus
 from tests.conftest import counting_spec
 from tests.tiny_models import build_word_tokenizer, expected_score, write_counting_artifact
 
@@ -567,6 +568,49 @@ async def test_api_two_instances_run_two_batches_at_once(repository: Path) -> No
     assert (detail["instances"], detail["intra_op_threads"]) == (2, 1) and other["instances"] == 1
     assert detail["execution_providers"] == ["CPUExecutionProvider"]
     assert prometheus.get_sample_value("lunaserve_model_instances", {"metric": "context_adherence"}) == 2
+
+
+async def test_api_a_guardrail_instance_answers_while_observability_holds_the_other(repository: Path) -> None:
+    """With `guardrail_instances` 1, a guardrail request is answered while an observability batch
+    is held inside the metric's other instance (it would wait for it with one instance)."""
+    inside, release = threading.Event(), threading.Event()
+    names: list[str] = []
+
+    def factory(predict: Predict, name: str) -> Runner:
+        names.append(name)
+        if name != "context_adherence-1-0":
+            return ThreadRunner(predict, name)
+
+        def held_predict(windows: Sequence[Any]) -> np.ndarray:
+            inside.set()
+            release.wait(30)
+            return predict(windows)
+
+        return ThreadRunner(held_predict, name)
+
+    prometheus = CollectorRegistry()
+    settings = settings_for(
+        repository,
+        batching=BatchingSettings(max_batch_rows=1, max_wait_ms=0, calibrate=False),
+        guardrail_instances=1,
+        intra_op_threads=1,
+    )
+    async for client in started(create_app(settings, prometheus_registry=prometheus, runner_factory=factory)):
+        observability = asyncio.ensure_future(
+            client.post(SCORE, json={"items": [item("good")], "traffic_class": "observability"})
+        )
+        assert await asyncio.to_thread(inside.wait, 30)
+        guard = await client.post(SCORE, json={"items": [item("bad")], "traffic_class": "guardrail"})
+        assert guard.status_code == 200 and not observability.done()
+        release.set()
+        assert (await observability).status_code == 200
+        detail = (await client.get("/v1/metrics/context_adherence")).json()["batching"]
+    assert "context_adherence-1-1" in names
+    assert (detail["instances"], detail["guardrail_instances"]) == (2, 1)
+    assert detail["guardrail_spills"] == (usable_cpus() >= 2)  # two one-thread instances, a core each
+    series = {"metric": "context_adherence"}
+    assert prometheus.get_sample_value("lunaserve_guardrail_instances", series) == 1
+    assert prometheus.get_sample_value("lunaserve_model_instances", series) == 2
 
 
 def test_settings_refuse_an_execution_provider_this_build_lacks(repository: Path) -> None:

@@ -68,7 +68,7 @@ CASES = {
     "empty body": (b"", {400, 422}),
     "invalid UTF-8": (b'{"items":[{"output":"\xff\xfe","context":"a"}]}', {400}),
     "lone surrogate": (b'{"items":[{"output":"\\ud800","context":"a"}]}', {422}),
-    "deeply nested arrays": (NESTED[:MAX_BODY // 2 - 1] + NESTED[-(MAX_BODY // 2 - 1) :], {400, 422}),
+    "deeply nested arrays": (NESTED[: MAX_BODY // 2 - 1] + NESTED[-(MAX_BODY // 2 - 1) :], {400, 422}),
     "wrong types": (b'{"items":[{"output":5,"context":["a"]}]}', {422}),
     "unknown field": (b'{"items":[{"output":"a","context":"b","extra":1}]}', {422}),
     "no items": (b'{"items":[]}', {422}),

@@ -41,7 +41,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 def post(server: LocalServer, payload: dict[str, object]) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(
-        f"{server.url}{SCORE}", data=json.dumps(payload).encode(),
+        f"{server.url}{SCORE}",
+        data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:

@@ -169,5 +169,7 @@ async def test_queue_decision_matches_the_policy_on_the_whole_queue() -> None:
             guardrail_active=active,
         )  # fmt: skip
         assert (tuple(expired), chosen.run, chosen.wake_at) == (
-            expected.expired, expected.run, expected.wake_at
+            expected.expired,
+            expected.run,
+            expected.wake_at,
         ), f"trial {trial}"

@@ -73,7 +73,9 @@ def test_cli_signoff_paths_resolve_against_the_callers_folder(
     assert main(["signoff", "--requirements", "req.yaml", *relative]) == 0
     options = FakeSignoff.options
     assert (options.out_dir, options.repository, options.test_set) == (
-        elsewhere / "out", elsewhere / "repo", elsewhere / "t.csv"
+        elsewhere / "out",
+        elsewhere / "repo",
+        elsewhere / "t.csv",
     )
 
 
