@@ -4,7 +4,7 @@ A guardrail instance on a core it shares with observability instances gets only 
 the core the OS gives it: at equal priority half, so its forward pass takes twice its idle time
 while an observability batch runs beside it. Raising the other instances' threads' niceness
 lets the OS run the guardrail pass first, preemptively, as the queue already orders requests
-(docs/benchmarks.md, "Guardrail instances"). Only raising niceness is allowed without
+(docs/benchmarks.md, "Instances kept for guardrail"). Only raising niceness is allowed without
 privileges, and it cannot be undone, so it is done on the inference threads alone, each once.
 
 Linux sets niceness per thread (`setpriority(PRIO_PROCESS, tid)`); elsewhere the call would
