@@ -57,7 +57,7 @@ class FakeModel:
 def test_calibration_times_each_size_without_its_first_pass_and_chooses() -> None:
     model = FakeModel(lambda rows: 0.010 + 0.001 * rows)  # fixed overhead: batching pays until 4
     result = calibrate(model.predict, WINDOW, max_rows=8, min_gain=0.2, repeats=2, timer=model.timer)
-    assert model.calls == [1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8]
+    assert model.calls == [1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8]  # untimed first passes, then rounds
     assert result.seconds_by_rows == pytest.approx({1: 0.011, 2: 0.012, 4: 0.014, 8: 0.018})
     assert result.tokens == 16
     # rows/s: 90.9, 166.7, 285.7, 444.4: each step up gains over 20%
@@ -65,6 +65,23 @@ def test_calibration_times_each_size_without_its_first_pass_and_chooses() -> Non
     assert result.rows_per_s()[8] == pytest.approx(8 / 0.018)
     # what admission first assumes an idle model costs: the cheapest per token, 8 rows of 16
     assert result.seconds_per_token() == pytest.approx(0.018 / (8 * 16))
+
+
+def test_a_slow_spell_does_not_decide_the_cap() -> None:
+    """Linear cost (batch 1 is best), and the two passes after the first run three times as
+    long: timed back to back they would be batch 1's two timed passes and make 2 rows look
+    cheaper; in rounds over the sizes the spell cannot take every pass of one size."""
+    model = FakeModel(lambda rows: 0.016 * rows)
+    predict = model.predict
+
+    def spelled(windows: Sequence[Window]) -> None:
+        before = model.now
+        predict(windows)
+        if len(model.calls) - 1 in (1, 2):  # the second and third calls
+            model.now += 2 * (model.now - before)
+
+    result = calibrate(spelled, WINDOW, max_rows=8, min_gain=0.1, repeats=2, timer=model.timer)
+    assert result.seconds_by_rows[1] == pytest.approx(0.016) and result.max_batch_rows == 1
 
 
 def test_calibration_keeps_one_row_when_cost_is_linear() -> None:
