@@ -407,6 +407,14 @@ def _padding(scrape: str) -> float | None:
     return 1 - real / padded if padded else None
 
 
+def newest_version(parser: argparse.ArgumentParser, repository: Path) -> str:
+    """The newest version of the benchmarked metric in `repository` (the one a server serves)."""
+    versions = [p.name for p in (repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
+    if not versions:
+        parser.error(f"{repository}: no {METRIC} version with a manifest.json")
+    return max(versions, key=version_key)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -445,11 +453,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
     args = parser.parse_args()
-    if args.version is None:
-        versions = [p.name for p in (args.repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
-        if not versions:
-            parser.error(f"{args.repository}: no {METRIC} version with a manifest.json")
-        args.version = max(versions, key=version_key)
+    args.version = args.version or newest_version(parser, args.repository)
     figures = asyncio.run(bench(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -41,10 +41,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.server_load import METRIC, length_mix, lunaserve_request, open_loop  # noqa: E402
+from bench.server_load import METRIC, length_mix, lunaserve_request, newest_version, open_loop  # noqa: E402
 from loadtest.placement import place, taskset  # noqa: E402
 from loadtest.server import LocalServer, free_port, wait_until_ready  # noqa: E402
-from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
 
@@ -264,11 +263,7 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="profile C frames too (slows the server)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "serving_cost.json")
     args = parser.parse_args()
-    if args.version is None:
-        versions = [p.name for p in (args.repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
-        if not versions:
-            parser.error(f"{args.repository}: no {METRIC} version with a manifest.json")
-        args.version = max(versions, key=version_key)
+    args.version = args.version or newest_version(parser, args.repository)
     unknown = set(args.servers) - {"lunaserve", "floor"}
     if unknown:
         parser.error(f"--servers: unknown {sorted(unknown)}; choose from lunaserve, floor")
