@@ -240,12 +240,20 @@ class Settings(BaseSettings):
         """Instances that take every traffic class (those kept for guardrail come on top)."""
         return self.metric_instances.get(metric, self.instances)
 
+    def all_instances_of(self, metric: str) -> int:
+        """Every instance of `metric`: those for every class and those kept for guardrail."""
+        return self.instances_of(metric) + self.guardrail_instances
+
     def threads_per_instance(self, metric: str) -> int:
         """intra_op_threads if set, else this process's usable CPUs shared among all the
         metric's instances (those kept for guardrail included)."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, usable_cpus() // (self.instances_of(metric) + self.guardrail_instances))
+        return max(1, usable_cpus() // self.all_instances_of(metric))
+
+    def instances_share_cores(self, metric: str) -> bool:
+        """Whether the metric's instances' threads outnumber the usable CPUs."""
+        return self.all_instances_of(metric) * self.threads_per_instance(metric) > usable_cpus()
 
     def non_default(self) -> dict[str, object]:
         """Settings that differ from their defaults, secrets redacted: logged at startup."""

@@ -46,7 +46,6 @@ from service.loaded_metric import (
 from service.metrics import ServerMetrics
 from service.runtime.artifact import ArtifactError, find_artifacts, load_artifact
 from service.runtime.classifier import MetricModel
-from service.runtime.cpus import usable_cpus
 from service.runtime.spec import NAME_PATTERN, VERSION_PATTERN
 from service.runtime.thread_priority import at_lower_priority
 
@@ -178,7 +177,7 @@ class MetricRegistry:
             )  # fmt: skip
             window = await asyncio.to_thread(warm_up, model)
             instances = [model]
-            for _ in range(settings.instances_of(metric) + settings.guardrail_instances - 1):
+            for _ in range(settings.all_instances_of(metric) - 1):
                 instances.append(await asyncio.to_thread(model.another_instance))
                 await asyncio.to_thread(warm_up, instances[-1])
             batching = self.settings.batching
@@ -214,7 +213,7 @@ class MetricRegistry:
             name=f"{metric}/{version}",
             guardrail_instances=settings.guardrail_instances,
             # spill guardrail work onto the others only where no two instances share a core
-            guardrail_spills=len(instances) * settings.threads_per_instance(metric) <= usable_cpus(),
+            guardrail_spills=not settings.instances_share_cores(metric),
         )
         if calibration is not None:
             scheduler.cost_per_token_s = calibration.seconds_per_token()  # not the configured guess

@@ -85,8 +85,14 @@ class ScoringCall(Generic[B]):
         return self.state.settings.deadlines.deadline(self.arrived_s, self.body.timeout_ms, classes)
 
 
-def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
-    state: AppState = request.app.state.lunaserve
+def scoring_call(request: Request, body: B) -> ScoringCall[B]:
+    """The checks of a scoring call whose body validated; its handler calls this first thing.
+
+    A plain call rather than a dependency: FastAPI resolves each dependency (and theirs) per
+    request, which cost a scoring call ~0.1 ms of the event loop (docs/benchmarks.md, "Serving
+    cost"), and the body validation that must come first is FastAPI's own either way.
+    """
+    state = _state(request)
     key = scoring_key(request, state.settings.auth)
     if state.registry.draining:
         raise e.OverloadedError("the server is shutting down", reason="draining", retry_after_s=1)
@@ -100,16 +106,6 @@ def _scoring_call(request: Request, body: B) -> ScoringCall[B]:
         raise e.InvalidItemsError(f"{len(too_long)} field(s) over the limit", errors=too_long)
     requested = body.traffic_class or (key.traffic_class if key else None)
     return ScoringCall(body, items, state, requested, request.state.arrived_s)
-
-
-def scoring_call(request: Request, body: B) -> ScoringCall[B]:
-    """The checks of a scoring call whose body validated; its handler calls this first thing.
-
-    A plain call rather than a dependency: FastAPI resolves each dependency (and theirs) per
-    request, which cost a scoring call ~0.1 ms of the event loop (docs/benchmarks.md, "Serving
-    cost"), and the body validation that must come first is FastAPI's own either way.
-    """
-    return _scoring_call(request, body)
 
 
 async def activate_call(request: Request, body: ActivateRequest) -> ActivateRequest:

@@ -118,7 +118,7 @@ class BatchScheduler:
             for index, runner in enumerate(self._runners)
         ]
         kept, shared = self._workers[general:], self._workers[:general]
-        if guardrail_spills:
+        if spills:
             for worker in shared:
                 worker.defers_guardrail_to = kept
             for worker in kept:

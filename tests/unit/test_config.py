@@ -31,5 +31,7 @@ def test_the_usable_cpus_are_shared_among_every_instance_of_a_metric_guardrail_o
     assert settings.threads_per_instance("any") == 2  # 8 CPUs over 2 + 2 instances
     assert settings.threads_per_instance("solo") == 2  # 8 over 1 + 2, rounded down
     assert Settings(intra_op_threads=3, guardrail_instances=1).threads_per_instance("any") == 3
+    assert not settings.instances_share_cores("any")  # 4 instances x 2 threads on 8 CPUs
+    assert Settings(intra_op_threads=5, guardrail_instances=1).instances_share_cores("any")  # 10 on 8
     with pytest.raises(ValueError, match="guardrail_instances"):
         Settings(guardrail_instances=-1)
