@@ -15,21 +15,28 @@ import heapq
 import numpy as np
 
 
+def fifo_sojourn_s(arrive_s: np.ndarray, service_s: np.ndarray, *, servers: int = 1) -> np.ndarray:
+    """Each job's time in system (wait + service) in a FIFO queue with `servers` servers (model
+    instances), jobs arriving at `arrive_s` (ascending) with `service_s` each: a job starts on
+    the first server to be free."""
+    done = np.empty(len(arrive_s))
+    free_at = [0.0] * servers  # a heap of the servers' next free times
+    for i, (arrive, service) in enumerate(zip(arrive_s, service_s, strict=True)):
+        start = max(heapq.heappop(free_at), arrive)  # Lindley's recursion, on the earliest free server
+        done[i] = start + service
+        heapq.heappush(free_at, done[i])
+    return done - np.asarray(arrive_s)
+
+
 def fifo_p99_s(
     service_s: np.ndarray, rate: float, *, servers: int = 1, arrivals: int = 20_000, seed: int = 0
 ) -> float:
-    """p99 time in system (wait + service) of a FIFO queue with `servers` servers (model
-    instances) at `rate` arrivals/s: each arrival starts on the first server to be free."""
+    """p99 time in system of that queue in the long run: `arrivals` Poisson arrivals at `rate`
+    a second, each served for a time drawn from `service_s`."""
     rng = np.random.default_rng(seed)
     arrive = np.cumsum(rng.exponential(1 / rate, arrivals))
     service = rng.choice(service_s, arrivals)
-    done = np.empty(arrivals)
-    free_at = [0.0] * servers  # a heap of the servers' next free times
-    for i in range(arrivals):  # Lindley's recursion, on the earliest free server
-        start = max(heapq.heappop(free_at), arrive[i])
-        done[i] = start + service[i]
-        heapq.heappush(free_at, done[i])
-    return float(np.percentile(done - arrive, 99))
+    return float(np.percentile(fifo_sojourn_s(arrive, service, servers=servers), 99))
 
 
 def highest_rate_within(

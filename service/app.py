@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import PayloadTooLargeError, install_error_handlers, problem_response
 from service.api.openapi import served_metrics_openapi
-from service.api.routes import router
+from service.api.routes import router, scoring_router
 from service.batching.clock import Clock, MonotonicClock
 from service.batching.runner import RunnerFactory, ThreadRunner
 from service.config import Settings
@@ -140,6 +140,7 @@ def create_app(
         redirect_slashes=False,  # "/v1/metrics/" is an unknown route (404), not a redirect to the list
     )
     install_error_handlers(app)
+    app.include_router(scoring_router)
     app.include_router(router)
 
     def served_specs() -> dict[str, MetricSpec]:

@@ -1,4 +1,8 @@
-"""Thin HTTP handlers: dependencies check the call, the registry scores, errors map in one table."""
+"""Thin HTTP handlers: dependencies check the call, the registry scores, errors map in one table.
+
+The two scoring routes are served by `ScoringRoute` (their body read and validated without
+FastAPI's dependency solver) and return their responses ready to send.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from service.api import errors as e
 from service.api.deps import (
@@ -38,12 +43,15 @@ from service.api.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from service.api.scoring_route import ScoringRoute
 from service.batching.clock import Clock
 from service.loaded_metric import LoadedMetric, ScoredItems
 from service.registry import MetricRegistry
 
 T = TypeVar("T")
 router = APIRouter()
+# the two scoring routes: the server's hot path, called without FastAPI's parameter machinery
+scoring_router = APIRouter(route_class=ScoringRoute)
 SCORING_ERRORS = e.responses(400, 401, 404, 413, 422, 500, 503)
 
 
@@ -62,22 +70,27 @@ async def _score(call: ScoringCall[Any], metric: str, traffic_class: str, deadli
     return await call.registry.score(metric, call.items, traffic_class, deadline, arrived_s=call.arrived_s)
 
 
-@router.post(
+def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json", headers=headers)
+
+
+@scoring_router.post(
     "/v1/metrics/{metric}/score", response_model=ScoreResponse, responses=SCORING_ERRORS, tags=["scoring"]
 )
-async def score_metric(
-    metric: str, body: ScoreRequest, request: Request, response: Response
-) -> ScoreResponse:
+async def score_metric(metric: str, body: ScoreRequest, request: Request) -> Response:
     """Score items with one metric. Timing headers say where the time went."""
     call = scoring_call(request, body)
     traffic_class = call.registry.traffic_class(metric, call.requested_class)
     deadline = call.deadline([metric])
     scored = await unless_client_leaves(request, _score(call, metric, traffic_class, deadline))
     queue_ms, infer_ms = scored.queued_s * 1000, scored.inference_s * 1000
-    response.headers["X-Queue-Time-Ms"] = f"{queue_ms:.2f}"
-    response.headers["X-Inference-Time-Ms"] = f"{infer_ms:.2f}"
-    response.headers["Server-Timing"] = f"queue;dur={queue_ms:.2f}, inference;dur={infer_ms:.2f}"
-    return ScoreResponse(metric=scored.metric, version=scored.version, results=_results(scored))
+    timings = {
+        "X-Queue-Time-Ms": f"{queue_ms:.2f}",
+        "X-Inference-Time-Ms": f"{infer_ms:.2f}",
+        "Server-Timing": f"queue;dur={queue_ms:.2f}, inference;dur={infer_ms:.2f}",
+    }
+    answer = ScoreResponse(metric=scored.metric, version=scored.version, results=_results(scored))
+    return _json(answer, timings)
 
 
 _OUTCOME_OF: dict[type[e.ApiError], str] = {
@@ -103,8 +116,10 @@ async def _within(clock: Clock, deadline: float, work: Awaitable[T]) -> T:
     return task.result()
 
 
-@router.post("/v1/score", response_model=MultiScoreResponse, responses=SCORING_ERRORS, tags=["scoring"])
-async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreResponse:
+@scoring_router.post(
+    "/v1/score", response_model=MultiScoreResponse, responses=SCORING_ERRORS, tags=["scoring"]
+)
+async def score_many(body: MultiScoreRequest, request: Request) -> Response:
     """Score the same items with several metrics under one deadline; each metric reports its outcome."""
     call = scoring_call(request, body)
     metrics = call.body.metrics
@@ -128,7 +143,7 @@ async def score_many(body: MultiScoreRequest, request: Request) -> MultiScoreRes
         return MetricOutcome(metric=metric, status="ok", version=scored.version, results=_results(scored))
 
     outcomes = await unless_client_leaves(request, asyncio.gather(*(one(m) for m in metrics)))
-    return MultiScoreResponse(outcomes=list(outcomes))
+    return _json(MultiScoreResponse(outcomes=list(outcomes)))
 
 
 # -- what is served --------------------------------------------------------------------------
