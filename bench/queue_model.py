@@ -25,7 +25,8 @@ def fifo_sojourn_s(arrive_s: np.ndarray, service_s: np.ndarray, *, servers: int 
         start = max(heapq.heappop(free_at), arrive)  # Lindley's recursion, on the earliest free server
         done[i] = start + service
         heapq.heappush(free_at, done[i])
-    return done - np.asarray(arrive_s)
+    sojourn: np.ndarray = done - np.asarray(arrive_s, dtype=float)
+    return sojourn
 
 
 def fifo_p99_s(
