@@ -133,6 +133,7 @@ loto-%: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check service models lunaserve loadtest bench tests
 	$(BIN)/mypy service models lunaserve loadtest bench
 	$(BIN)/hadolint Dockerfile
 

@@ -66,9 +66,7 @@ def report(junit: Path, command: str, seconds: float) -> str:
         lines += [f"## {module}", "", criteria(SUITE / f"{module}.py"), "", "| test | result | s | figures |",
                   "|---|---|---|---|"]  # fmt: skip
         for case in cases[module]:
-            figures = "; ".join(
-                f"{p.get('name')}: {p.get('value')}" for p in case.iter("property")
-            )
+            figures = "; ".join(f"{p.get('name')}: {p.get('value')}" for p in case.iter("property"))
             lines.append(
                 f"| `{case.get('name')}` | {outcome(case)} | {float(case.get('time', 0)):.1f} | {figures} |"
             )

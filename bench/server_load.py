@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -35,9 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.floor_server import FloorServer, floor_request  # noqa: E402
 from bench.queue_model import fifo_p99_s, fifo_sojourn_s, highest_rate_within  # noqa: E402
 from loadtest.arrivals import arrival_offsets  # noqa: E402
-from loadtest.placement import place  # noqa: E402
+from loadtest.placement import Placement, place  # noqa: E402
 from loadtest.samples import Sample, SpanFigures, span_figures  # noqa: E402
 from loadtest.search import Probe, step_search  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
@@ -258,6 +260,7 @@ def step_seconds(rps: float, step_s: float, min_requests: int) -> float:
 async def capacity_search(
     url: str, items: list[dict[str, str]], ceiling: float, step_s: float, max_steps: int = 8,
     budget_s: float = SLO_P99_S, start_rps: float | None = None, min_requests: int = 0,
+    request: Callable[..., tuple[str, object]] = lunaserve_request,
 ) -> list[RunResult]:  # fmt: skip
     """`loadtest.search.step_search` from `start_rps` (default half the ceiling): a step passes
     when its p99 is within the budget (100 ms) with no error and no 503; the answer is the highest
@@ -270,7 +273,7 @@ async def capacity_search(
     def probe(rps: float, seed: int) -> Probe:
         run = asyncio.run_coroutine_threadsafe(
             open_loop(url, items, rps, step_seconds(rps, step_s, min_requests), traffic_class="observability",
-                      timeout_ms=30_000, seed=seed),
+                      timeout_ms=30_000, seed=seed, request=request),
             loop,
         ).result()  # fmt: skip
         runs.append(run)
@@ -423,6 +426,10 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     finally:
         server.stop(60)
     padding = _padding(scrape)
+    floor = None
+    if args.floor and args.capacity is None:
+        floor = await floor_capacity(args, placement, mix, ceiling, max_steps, budget_s, start_rps)
+        floor["p99_over_ideal"] = against_ideal(floor.pop("runs"), service_s, measured)
     same_steps: list[dict[str, float]] = []
     same_rate = None  # the ideal queue's answer to the same search
     if args.capacity is None:
@@ -431,6 +438,11 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         )
         same_rate = max(
             (st["achieved_rps"] for st in same_steps if st["p99_ms"] <= budget_s * 1000), default=0.0
+        )
+    if floor is not None:
+        floor["over_ideal"] = floor["sustainable_rps_within_budget"] / ideal
+        floor["over_ideal_same_search"] = (
+            floor["sustainable_rps_within_budget"] / same_rate if same_rate else None
         )
     return {
         "metric": f"{METRIC}/{args.version}",
@@ -466,7 +478,36 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         },
         "guardrail_isolation": isolation,
         "overload_2x": over,
+        # the same search on bench/serving_floor.py (--floor): the least a Python server can do
+        "floor": floor,
         "padding_fraction": padding,
+    }
+
+
+async def floor_capacity(
+    args: argparse.Namespace, placement: Placement, mix: list[dict[str, str]], ceiling: float,
+    max_steps: int, budget_s: float, start_rps: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The capacity search (same rates rule, seeds and steps) on the floor server, placed as
+    lunaserve was: how far below the ideal a server doing nothing but the work itself lands."""
+    cpus = placement.server_cpus if placement.pinned else ()
+    log = args.out.with_suffix(".floor.log")
+    floor = FloorServer(args.repository / METRIC / args.version, log, cpus, placement.server_threads)
+    try:
+        await open_loop(floor.url, mix, 10, 10, traffic_class="observability", timeout_ms=30_000, seed=0,
+                        request=floor_request)  # warm-up  # fmt: skip
+        runs = await capacity_search(
+            floor.url, mix, ceiling, args.step_s, max_steps=max_steps, budget_s=budget_s,
+            start_rps=start_rps, min_requests=args.min_requests, request=floor_request,
+        )  # fmt: skip
+    finally:
+        floor.stop(60)
+    within = [r.achieved_rps for r in runs if r.p(99) <= budget_s * 1000 and r.other_errors == 0]
+    sustainable = max(within, default=0.0)
+    return {
+        "capacity_runs": [r.summary() for r in runs],
+        "sustainable_rps_within_budget": sustainable,
+        "runs": runs,
     }
 
 
@@ -544,6 +585,11 @@ def main() -> None:
     parser.add_argument(
         "--server-arg", action="append", default=[],
         help="an extra `lunaserve serve` argument (repeat), e.g. --server-arg=--guardrail_instances=1",
+    )  # fmt: skip
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="after lunaserve, run the same capacity search on bench/serving_floor.py (a bare ASGI"
+        " server doing only the work): how far below the ideal any Python server lands here",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
     args = parser.parse_args()

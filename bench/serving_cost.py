@@ -41,9 +41,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.floor_server import FloorServer, floor_request  # noqa: E402
 from bench.server_load import METRIC, length_mix, lunaserve_request, newest_version, open_loop  # noqa: E402
-from loadtest.placement import place, taskset  # noqa: E402
-from loadtest.server import LocalServer, free_port, wait_until_ready  # noqa: E402
+from loadtest.placement import place  # noqa: E402
+from loadtest.server import LocalServer  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
 
@@ -142,31 +143,6 @@ def profile(pid: int, seconds: float, out: Path, native: bool) -> subprocess.Pop
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-class FloorServer:
-    """`bench/serving_floor.py` on uvicorn, placed as lunaserve is: the least a server can do."""
-
-    def __init__(self, model_folder: Path, log_path: Path, cpus: tuple[int, ...], threads: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "LUNASERVE_FLOOR_MODEL": str(model_folder),
-            "LUNASERVE_FLOOR_THREADS": str(threads),
-        }
-        command = [*taskset(cpus), sys.executable, "-m", "uvicorn", "bench.serving_floor:app",
-                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-                   "--no-access-log"]  # fmt: skip
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if not wait_until_ready(self.process, self.url + "/readyz", 120):
-            self.stop()
-            raise RuntimeError(f"the floor server did not start: {log_path}")
-
-    def stop(self, timeout_s: float = 30) -> None:
-        self.process.terminate()
-        self.process.wait(timeout_s)
-
-
 async def bench(args: argparse.Namespace) -> dict[str, object]:
     placement = place()
     threads = placement.server_threads
@@ -237,9 +213,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
 
 def request_for(server: str) -> Callable[..., tuple[str, object]]:
     """How a request to `server` looks: lunaserve's API, or the floor's bare body."""
-    if server == "floor":
-        return lambda item, traffic_class, timeout_ms: ("/", {"items": [item]})
-    return lunaserve_request
+    return floor_request if server == "floor" else lunaserve_request
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""lunaserve against the floor server and the ideal queue on identical arrivals, interleaved.
+
+A capacity search compares servers through whichever steps happen to pass, and two searches run
+minutes apart also compare the machine's moods (the same step's p99 moved by 25 ms between two
+rounds here). This runs the same steps (rate, seed: the same arrivals and items) on lunaserve and
+on `bench/serving_floor.py` in turn, round after round, and feeds each step's arrivals to the
+ideal FIFO queue of the runtime's measured service times: per step, the p99 of each server, the
+ideal's, and the difference between the two servers, which the machine's drift hits alike.
+
+    python bench/paired_steps.py --rates 13.8 17 --seeds 2 1 --rounds 2
+
+Placed as server_load (server CPUs, one ONNX thread per CPU; generator on the others). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.floor_server import FloorServer, floor_request  # noqa: E402
+from bench.server_load import (  # noqa: E402
+    METRIC,
+    MeasuredService,
+    length_mix,
+    lunaserve_request,
+    newest_version,
+    offline_ceiling,
+    open_loop,
+)
+from loadtest.placement import place  # noqa: E402
+from loadtest.server import LocalServer  # noqa: E402
+from service.runtime.classifier import MetricModel  # noqa: E402
+
+
+async def bench(args: argparse.Namespace) -> dict[str, object]:
+    placement = place()
+    threads = placement.server_threads
+    folder = args.repository / METRIC / args.version
+    if placement.pinned:
+        os.sched_setaffinity(0, set(placement.server_cpus))
+    model = MetricModel.load(folder, intra_op_threads=threads)
+    items = length_mix(model, [64, 96, 128, 192, 256])
+    service_s = offline_ceiling(model, items, 2, 256)["service_s"]  # each item's fastest of 3 passes
+    assert isinstance(service_s, list)
+    measured = MeasuredService(items, service_s)
+    del model
+    if placement.pinned:
+        os.sched_setaffinity(0, set(placement.generator_cpus))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cpus = placement.server_cpus if placement.pinned else ()
+    lunaserve = LocalServer(
+        args.repository, args.out.with_suffix(".lunaserve.log"),
+        ["--log_level", "warning", "--deadlines.max_timeout_ms", "60000", *args.server_arg],
+        cpus=cpus, threads=threads,
+    ).start()  # fmt: skip
+    floor = FloorServer(folder, args.out.with_suffix(".floor.log"), cpus, threads)
+    servers = {"lunaserve": (lunaserve.url, lunaserve_request), "floor": (floor.url, floor_request)}
+    steps: list[dict[str, float]] = []
+    try:
+        for url, request in servers.values():  # warm-up, both idle on the server CPUs after it
+            await open_loop(url, items, 10, 10, traffic_class="observability", timeout_ms=30_000, seed=0,
+                            request=request)  # fmt: skip
+        for round_ in range(args.rounds):
+            for rps, seed in zip(args.rates, args.seeds, strict=True):
+                order = list(servers) if round_ % 2 == 0 else list(servers)[::-1]
+                step: dict[str, float] = {"round": round_ + 1, "rps": rps, "seed": seed}
+                for name in order:
+                    url, request = servers[name]
+                    run = await open_loop(url, items, rps, args.requests / rps, traffic_class="observability",
+                                          timeout_ms=30_000, seed=seed, request=request)  # fmt: skip
+                    step[f"{name}_p50_ms"] = round(run.p(50), 1)
+                    step[f"{name}_p99_ms"] = round(run.p(99), 1)
+                    step["ideal_p99_ms"] = round(measured.p99_ms(run.schedule, seed), 1)
+                step["lunaserve_minus_floor_p99_ms"] = round(
+                    step["lunaserve_p99_ms"] - step["floor_p99_ms"], 1
+                )
+                print(json.dumps(step), flush=True)
+                steps.append(step)
+    finally:
+        lunaserve.stop(60)
+        floor.stop(60)
+    differences = [s["lunaserve_minus_floor_p99_ms"] for s in steps]
+    return {
+        "metric": f"{METRIC}/{args.version}",
+        "placement": placement.describe(),
+        "requests_per_step": args.requests,
+        "server_args": args.server_arg,
+        "steps": steps,
+        "median_lunaserve_minus_floor_p99_ms": statistics.median(differences),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=ROOT / "repository")
+    parser.add_argument("--version", help="default: the newest, as the server")
+    parser.add_argument("--rates", type=float, nargs="+", default=[13.8, 17.0], help="req/s of each step")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[2, 1], help="the arrivals' seed of each step"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=600, help="requests a step")
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="an extra `lunaserve serve` argument (repeat)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "paired_steps.json")
+    args = parser.parse_args()
+    if len(args.rates) != len(args.seeds):
+        parser.error("give one --seeds value for each --rates value")
+    args.version = args.version or newest_version(parser, args.repository)
+    figures = asyncio.run(bench(args))
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in figures.items() if k != "steps"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
