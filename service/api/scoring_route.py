@@ -2,14 +2,14 @@
 
 FastAPI's own request handler resolves every endpoint parameter through its dependency solver,
 opens telemetry operations around it and validates the endpoint's returned model again before
-serialising it: ~0.2 ms of the event loop a request, which on a core shared with inference is
-~1.5% of the rate a server sustains within its p99 budget (docs/benchmarks.md, "Serving cost").
+serialising it: 0.08 ms of the event loop a request, measured (docs/benchmarks.md, "A lean route
+for the two scoring endpoints"), on a core that inference shares.
 A route of this class (FastAPI's documented extension point, a custom `APIRoute`) reads the body
 itself by FastAPI's rules, validates it with the endpoint's body model, and calls the endpoint as
 `endpoint(request=..., body=..., **path_params)`; the endpoint returns the response to send.
 Its signature and `response_model` still describe the route to OpenAPI.
 
-The rules kept from FastAPI (tests/integration/test_api.py holds a client to them): the body is
+The rules kept from FastAPI (tests/unit/test_scoring_route.py sends the same bodies to both): the body is
 parsed as JSON only under an `application/json` or `application/*+json` content type, else it is
 validated as bytes (and refused); an empty body is a missing one; malformed JSON is a 422
 `json_invalid` at ("body", offset); a body that cannot be decoded at all is a 400; validation
