@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.queue_model import fifo_sojourn_s, highest_rate_within  # noqa: E402
+from bench.queue_model import fifo_p99_s, highest_rate_within  # noqa: E402
 from bench.server_load import METRIC, SLO_P99_S, length_mix, newest_version  # noqa: E402
 from loadtest.placement import place  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
@@ -51,12 +51,9 @@ def measured_passes(model: MetricModel, items: list[dict[str, str]], passes: int
 
 def step_p99s_ms(service_s: np.ndarray, rate: float, requests: int, seeds: int) -> np.ndarray:
     """The p99 of one `requests`-long step of the ideal queue at `rate`, for each of `seeds` seeds."""
-    out = np.empty(seeds)
-    for seed in range(seeds):
-        rng = np.random.default_rng(seed)
-        arrive = np.cumsum(rng.exponential(1 / rate, requests))
-        out[seed] = 1000 * np.percentile(fifo_sojourn_s(arrive, rng.choice(service_s, requests)), 99)
-    return out
+    return np.array(
+        [1000 * fifo_p99_s(service_s, rate, arrivals=requests, seed=seed) for seed in range(seeds)]
+    )
 
 
 def main() -> None:

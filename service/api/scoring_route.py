@@ -9,11 +9,11 @@ itself by FastAPI's rules, validates it with the endpoint's body model, and call
 `endpoint(request=..., body=..., **path_params)`; the endpoint returns the response to send.
 Its signature and `response_model` still describe the route to OpenAPI.
 
-The rules kept from FastAPI (tests/unit/test_scoring_route.py sends the same bodies to both): the body is
-parsed as JSON only under an `application/json` or `application/*+json` content type, else it is
-validated as bytes (and refused); an empty body is a missing one; malformed JSON is a 422
-`json_invalid` at ("body", offset); a body that cannot be decoded at all is a 400; validation
-errors are located under "body". Anything else that fails while reading or parsing is a 400.
+The rules kept from FastAPI (tests/unit/test_scoring_route.py sends the same bodies to both):
+the body is parsed as JSON only under an `application/json` or `application/*+json` content
+type, else it is validated as bytes (and refused); an empty body is a missing one; malformed
+JSON is a 422 `json_invalid` at ("body", offset); validation errors are located under "body";
+anything else that fails while reading or parsing (not UTF-8, nested too deep) is a 400.
 """
 
 from __future__ import annotations
