@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.queue_model import fifo_p99_s, highest_rate_within  # noqa: E402
-from bench.server_load import METRIC, SLO_P99_S, length_mix, newest_version  # noqa: E402
+from bench.server_load import METRIC, SLO_P99_S, benchmarked_version, length_mix  # noqa: E402
 from loadtest.placement import place  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=SLO_P99_S * 1000)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "ideal_sensitivity.json")
     args = parser.parse_args()
-    version = args.version or newest_version(parser, args.repository)
+    version = benchmarked_version(parser, args.repository, args.version)
     placement = place()
     if placement.pinned:
         os.sched_setaffinity(0, set(placement.server_cpus))

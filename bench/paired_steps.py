@@ -29,9 +29,9 @@ from bench.floor_server import FloorServer, floor_request  # noqa: E402
 from bench.server_load import (  # noqa: E402
     METRIC,
     MeasuredService,
+    benchmarked_version,
     length_mix,
     lunaserve_request,
-    newest_version,
     offline_ceiling,
     open_loop,
 )
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.rates) != len(args.seeds):
         parser.error("give one --seeds value for each --rates value")
-    args.version = args.version or newest_version(parser, args.repository)
+    args.version = benchmarked_version(parser, args.repository, args.version)
     figures = asyncio.run(bench(args))
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "steps"}, indent=2))

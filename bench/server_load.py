@@ -542,12 +542,15 @@ def _padding(scrape: str) -> float | None:
     return 1 - real / padded if padded else None
 
 
-def newest_version(parser: argparse.ArgumentParser, repository: Path) -> str:
-    """The newest version of the benchmarked metric in `repository` (the one a server serves)."""
+def benchmarked_version(parser: argparse.ArgumentParser, repository: Path, asked: str | None) -> str:
+    """The version of the benchmarked metric to measure: `asked`, else the newest in `repository`
+    (the one a server serves); a usage error naming the folder when there is none."""
     versions = [p.name for p in (repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
+    if asked is not None and asked not in versions:
+        parser.error(f"{repository / METRIC / asked}: no such version (no manifest.json there)")
     if not versions:
         parser.error(f"{repository}: no {METRIC} version with a manifest.json")
-    return max(versions, key=version_key)
+    return asked or max(versions, key=version_key)
 
 
 def main() -> None:
@@ -593,7 +596,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "server_load.json")
     args = parser.parse_args()
-    args.version = args.version or newest_version(parser, args.repository)
+    args.version = benchmarked_version(parser, args.repository, args.version)
     figures = asyncio.run(bench(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

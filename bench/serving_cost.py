@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.floor_server import FloorServer, floor_request  # noqa: E402
-from bench.server_load import METRIC, length_mix, lunaserve_request, newest_version, open_loop  # noqa: E402
+from bench.server_load import METRIC, benchmarked_version, length_mix, lunaserve_request, open_loop  # noqa: E402
 from loadtest.placement import place  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="profile C frames too (slows the server)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "serving_cost.json")
     args = parser.parse_args()
-    args.version = args.version or newest_version(parser, args.repository)
+    args.version = benchmarked_version(parser, args.repository, args.version)
     unknown = set(args.servers) - {"lunaserve", "floor"}
     if unknown:
         parser.error(f"--servers: unknown {sorted(unknown)}; choose from lunaserve, floor")

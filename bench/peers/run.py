@@ -52,24 +52,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.server_load import SLO_P99_S, RunResult, length_mix, open_loop  # noqa: E402
+from bench.server_load import METRIC, SLO_P99_S, RunResult, benchmarked_version, length_mix, open_loop  # noqa: E402
 from loadtest.placement import place, taskset  # noqa: E402
 from loadtest.search import Probe, step_search  # noqa: E402
 from loadtest.server import LocalServer, free_port, wait_until_ready  # noqa: E402
-from service.registry import version_key  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 VENVS = ROOT / "build" / "peers"
-METRIC = "context_adherence"
-
-
-def newest_version(repository: Path) -> Path:
-    """The version folder the server will serve: the newest of the metric's."""
-    versions = [p for p in (repository / METRIC).glob("*") if (p / "manifest.json").is_file()]
-    if not versions:
-        raise SystemExit(f"{repository}: no {METRIC} version with a manifest.json")
-    return max(versions, key=lambda p: version_key(p.name))
 
 
 @dataclass
@@ -357,7 +347,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     server_cpus = placement.server_cpus[:1] if placement.pinned else ()
     if placement.pinned:
         os.sched_setaffinity(0, set(placement.generator_cpus))
-    artifact = newest_version(args.repository)
+    artifact = args.repository / METRIC / args.version
     model = MetricModel.load(artifact, intra_op_threads=1)
     lengths = {"64-256": [64, 96, 128, 192, 256], "512": [512]}
     chosen = ["64-256"] if args.quick else args.mixes
@@ -442,6 +432,7 @@ def main() -> int:
     args.step_s_by_mix = {"64-256": args.step_s, "512": args.step_s_512 or args.step_s}
     args.budget_ms_by_mix = {"64-256": args.budget_ms, "512": args.budget_ms_512}
     args.repository = args.repository.resolve()  # the peers run from their own folder
+    args.version = benchmarked_version(parser, args.repository, None)  # the one the server serves
     if args.checkpoint is not None:
         args.checkpoint = args.checkpoint.resolve()
     result = asyncio.run(run(args))
