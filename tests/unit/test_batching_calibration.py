@@ -56,8 +56,11 @@ class FakeModel:
 
 def test_calibration_times_each_size_without_its_first_pass_and_chooses() -> None:
     model = FakeModel(lambda rows: 0.010 + 0.001 * rows)  # fixed overhead: batching pays until 4
-    result = calibrate(model.predict, WINDOW, max_rows=8, min_gain=0.2, repeats=2, timer=model.timer)
-    assert model.calls == [1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8]  # untimed first passes, then rounds
+    result = calibrate(
+        model.predict, WINDOW, max_rows=8, min_gain=0.2, repeats=2, confirm_repeats=2, timer=model.timer
+    )
+    # untimed first passes, then rounds, then the cap of 8 confirmed beside batch 1
+    assert model.calls == [1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 8, 1, 8]
     assert result.seconds_by_rows == pytest.approx({1: 0.011, 2: 0.012, 4: 0.014, 8: 0.018})
     assert result.tokens == 16
     # rows/s: 90.9, 166.7, 285.7, 444.4: each step up gains over 20%
@@ -84,10 +87,39 @@ def test_a_slow_spell_does_not_decide_the_cap() -> None:
     assert result.seconds_by_rows[1] == pytest.approx(0.016) and result.max_batch_rows == 1
 
 
+def test_a_spell_over_every_batch_1_pass_of_the_rounds_is_caught_by_the_confirmation() -> None:
+    """Bigger batches gain 5% (as on the project's machine at 128 tokens), and every pass of
+    batch 1 in the rounds runs 20% slow: the rounds alone choose 2 rows; timed beside 2 rows,
+    batch 1 is back to its speed and the cap goes back to one row."""
+    model = FakeModel(lambda rows: 0.016 * rows * (1.0 if rows == 1 else 0.95))
+    predict = model.predict
+    rounds_end = 4 + 3 * 4  # first passes, then three rounds over 1, 2, 4, 8
+
+    def spelled(windows: Sequence[Window]) -> None:
+        before = model.now
+        predict(windows)
+        if len(windows) == 1 and len(model.calls) <= rounds_end:
+            model.now += 0.2 * (model.now - before)
+
+    result = calibrate(spelled, WINDOW, max_rows=8, min_gain=0.1, repeats=3, timer=model.timer)
+    assert model.calls[rounds_end : rounds_end + 4] == [1, 2, 1, 2]  # 2 rows looked 26% better
+    assert result.seconds_by_rows[1] == pytest.approx(0.016)
+    assert result.max_batch_rows == 1
+    assert model.calls.count(4) == 4 and model.calls.count(8) == 4  # no other size re-timed
+
+
+def test_a_cap_that_pays_beside_batch_1_is_kept() -> None:
+    model = FakeModel(lambda rows: 0.010 + 0.008 * rows)  # 2 rows +38%, 4 +24% over 2, 8 +13% over 4
+    result = calibrate(model.predict, WINDOW, max_rows=8, min_gain=0.15, timer=model.timer)
+    assert result.max_batch_rows == 4
+    assert model.calls[4 + 3 * 4 :] == [1, 4] * 6  # confirmed once, with the default repeats
+
+
 def test_calibration_keeps_one_row_when_cost_is_linear() -> None:
     model = FakeModel(lambda rows: 0.016 * rows)
     result = calibrate(model.predict, WINDOW, max_rows=8, min_gain=0.1, timer=model.timer)
     assert result.max_batch_rows == 1
+    assert len(model.calls) == 4 + 3 * 4  # nothing to confirm
 
 
 def test_calibration_stretched_window_has_the_asked_length() -> None:
