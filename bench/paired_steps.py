@@ -8,6 +8,13 @@ ideal FIFO queue of the runtime's measured service times: per step, the p99 of e
 ideal's, and the difference between the two servers, which the machine's drift hits alike.
 
     python bench/paired_steps.py --rates 13.8 17 --seeds 2 1 --rounds 2
+    python bench/paired_steps.py --grid --rates 12 13.5 15 16.5 18 --seeds 1 2 3
+
+With `--grid` every rate runs with every seed, and each of the three (lunaserve, the floor, the
+ideal) gets a rate within the budget that one step's luck cannot decide: where the median p99
+of its steps at each rate crosses the budget (interpolated between the grid's rates). The
+ideal's is given twice: on the very steps the servers ran, and over many more seeds of the same
+draws (simulation only), which is what one step's luck averages to.
 
 Placed as server_load (server CPUs, one ONNX thread per CPU; generator on the others). Not a test.
 """
@@ -16,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +43,63 @@ from bench.server_load import (  # noqa: E402
     lunaserve_request,
     offline_ceiling,
     open_loop,
+    schedule,
 )
 from loadtest.placement import place  # noqa: E402
 from loadtest.server import LocalServer  # noqa: E402
 from service.runtime.classifier import MetricModel  # noqa: E402
+
+
+def median_crossing(p99_by_rate: Mapping[float, Sequence[float]], budget_ms: float) -> float | None:
+    """The rate at which the median p99 of the steps at each rate first exceeds `budget_ms`,
+    interpolated linearly between the last rate within it and the first beyond it; None when
+    the grid does not bracket it (every median within, or none)."""
+    rates = sorted(p99_by_rate)
+    medians = [statistics.median(p99_by_rate[r]) for r in rates]
+    for i, median in enumerate(medians):
+        if median > budget_ms:
+            if i == 0:
+                return None
+            low, high = medians[i - 1], median
+            return rates[i - 1] + (rates[i] - rates[i - 1]) * (budget_ms - low) / (high - low)
+    return None
+
+
+def ideal_over_seeds(
+    measured: MeasuredService, items: list[dict[str, str]], rates: Sequence[float], requests: int, seeds: int
+) -> dict[float, list[float]]:
+    """The ideal queue's step p99 at each rate over `seeds` seeds of the servers' own draws."""
+    return {
+        rps: [measured.p99_ms(schedule(items, rps, requests / rps, seed), seed) for seed in range(seeds)]
+        for rps in rates
+    }
+
+
+def crossings(
+    steps: Sequence[Mapping[str, float]], ideal_seeds: Mapping[float, Sequence[float]], budget_ms: float
+) -> dict[str, object]:
+    """Each side's rate within `budget_ms` by the median step, and the servers' over the ideal's."""
+    by_rate: dict[str, dict[float, list[float]]] = {"lunaserve": {}, "floor": {}, "ideal": {}}
+    for step in steps:
+        for name, p99s in by_rate.items():
+            p99s.setdefault(step["rps"], []).append(step[f"{name}_p99_ms"])
+    rate = {name: median_crossing(p99s, budget_ms) for name, p99s in by_rate.items()}
+    rate["ideal_over_seeds"] = median_crossing(ideal_seeds, budget_ms)
+    figures: dict[str, object] = {
+        "median_p99_ms_by_rate": {
+            name: {str(r): statistics.median(v) for r, v in sorted(p99s.items())}
+            for name, p99s in by_rate.items()
+        }
+        | {"ideal_over_seeds": {str(r): statistics.median(v) for r, v in sorted(ideal_seeds.items())}},
+        "rate_within_budget_by_median_step": rate,
+    }
+    for server in ("lunaserve", "floor"):
+        for ideal in ("ideal", "ideal_over_seeds"):
+            if rate[server] is not None and rate[ideal]:
+                figures[f"{server}_over_{ideal}"] = round(rate[server] / rate[ideal], 3)  # type: ignore[operator]
+    if rate["lunaserve"] is not None and rate["floor"]:
+        figures["lunaserve_over_floor"] = round(rate["lunaserve"] / rate["floor"], 3)
+    return figures
 
 
 async def bench(args: argparse.Namespace) -> dict[str, object]:
@@ -68,9 +130,14 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         for url, request in servers.values():  # warm-up, both idle on the server CPUs after it
             await open_loop(url, items, 10, 10, traffic_class="observability", timeout_ms=30_000, seed=0,
                             request=request)  # fmt: skip
+        pairs = (
+            list(itertools.product(args.rates, args.seeds)) if args.grid
+            else list(zip(args.rates, args.seeds, strict=True))
+        )  # fmt: skip
         for round_ in range(args.rounds):
-            for rps, seed in zip(args.rates, args.seeds, strict=True):
-                order = list(servers) if round_ % 2 == 0 else list(servers)[::-1]
+            for index, (rps, seed) in enumerate(pairs):
+                # who goes first alternates step by step and round by round: drift hits both alike
+                order = list(servers) if (round_ + index) % 2 == 0 else list(servers)[::-1]
                 step: dict[str, float] = {"round": round_ + 1, "rps": rps, "seed": seed}
                 for name in order:
                     url, request = servers[name]
@@ -88,7 +155,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         lunaserve.stop(60)
         floor.stop(60)
     differences = [s["lunaserve_minus_floor_p99_ms"] for s in steps]
-    return {
+    figures: dict[str, object] = {
         "metric": f"{METRIC}/{args.version}",
         "placement": placement.describe(),
         "requests_per_step": args.requests,
@@ -96,6 +163,10 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "steps": steps,
         "median_lunaserve_minus_floor_p99_ms": statistics.median(differences),
     }
+    if args.grid:
+        ideal_seeds = ideal_over_seeds(measured, items, args.rates, args.requests, args.ideal_seeds)
+        figures |= crossings(steps, ideal_seeds, args.budget_ms) | {"ideal_seeds": args.ideal_seeds}
+    return figures
 
 
 def main() -> None:
@@ -109,13 +180,18 @@ def main() -> None:
         "--seeds", type=int, nargs="+", default=[2, 1], help="the arrivals' seed of each step"
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--grid", action="store_true", help="every rate with every seed; report each side's median-step rate"
+    )
+    parser.add_argument("--budget-ms", type=float, default=100.0, help="the p99 budget (--grid)")
+    parser.add_argument("--ideal-seeds", type=int, default=200, help="seeds of the ideal's simulated steps")
     parser.add_argument("--requests", type=int, default=600, help="requests a step")
     parser.add_argument(
         "--server-arg", action="append", default=[], help="an extra `lunaserve serve` argument (repeat)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "paired_steps.json")
     args = parser.parse_args()
-    if len(args.rates) != len(args.seeds):
+    if not args.grid and len(args.rates) != len(args.seeds):
         parser.error("give one --seeds value for each --rates value")
     args.version = benchmarked_version(parser, args.repository, args.version)
     figures = asyncio.run(bench(args))

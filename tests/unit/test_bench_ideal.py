@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from bench.paired_steps import crossings, median_crossing
 from bench.queue_model import fifo_sojourn_s
 from bench.server_load import MeasuredService, ideal_capacity_search, schedule
 from loadtest.arrivals import arrival_offsets
@@ -66,3 +67,36 @@ def test_the_same_search_on_the_ideal_queue_finds_a_rate_within_the_budget() -> 
     passing = [s for s in steps if s["p99_ms"] <= 100]
     assert passing and all(s["p99_ms"] > 100 for s in steps if s not in passing)
     assert max(s["achieved_rps"] for s in passing) < 50  # utilisation 1 is 50 req/s at a 20 ms mean
+
+
+@pytest.mark.parametrize(
+    ("p99_by_rate", "crossing"),
+    [
+        ({10.0: [80, 90, 200], 12.0: [95, 105, 110]}, 10 + 2 * (100 - 90) / (105 - 90)),  # medians
+        ({12.0: [120], 10.0: [60], 11.0: [90]}, 11 + (100 - 90) / (120 - 90)),  # rates in any order
+        ({10.0: [60], 11.0: [101], 12.0: [99]}, 10 + (100 - 60) / (101 - 60)),  # the first crossing
+        ({10.0: [60], 12.0: [90]}, None),  # every median within: the grid does not bracket it
+        ({10.0: [160], 12.0: [190]}, None),  # none within
+    ],
+)
+def test_the_median_step_crosses_the_budget_between_the_grid_s_rates(
+    p99_by_rate: dict[float, list[float]], crossing: float | None
+) -> None:
+    assert median_crossing(p99_by_rate, 100.0) == (pytest.approx(crossing) if crossing else None)
+
+
+def test_crossings_compare_each_server_with_the_ideal_on_the_same_rule() -> None:
+    rows = [(10, 80, 70, 50), (10, 90, 80, 60), (12, 120, 110, 80), (12, 120, 100, 90),
+            (14, 200, 200, 120), (14, 220, 200, 100)]  # fmt: skip
+    steps = [
+        {"rps": rps, "lunaserve_p99_ms": ours, "floor_p99_ms": floor, "ideal_p99_ms": ideal}
+        for rps, ours, floor, ideal in rows
+    ]
+    figures = crossings(steps, {10.0: [50], 12.0: [85], 14.0: [110]}, 100.0)
+    rate = figures["rate_within_budget_by_median_step"]
+    assert isinstance(rate, dict)
+    assert rate["lunaserve"] == pytest.approx(10 + 2 * 15 / 35)  # medians 85, 120
+    assert rate["floor"] == pytest.approx(10 + 2 * 25 / 30)  # medians 75, 105
+    assert rate["ideal"] == rate["ideal_over_seeds"] == pytest.approx(12 + 2 * 15 / 25)
+    assert figures["lunaserve_over_ideal"] == round(rate["lunaserve"] / rate["ideal"], 3)
+    assert figures["lunaserve_over_floor"] == round(rate["lunaserve"] / rate["floor"], 3)
