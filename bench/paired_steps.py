@@ -12,7 +12,8 @@ ideal's, and the difference between the two servers, which the machine's drift h
 
 With `--grid` every rate runs with every seed, and each of the three (lunaserve, the floor, the
 ideal) gets a rate within the budget that one step's luck cannot decide: where the median p99
-of its steps at each rate crosses the budget (interpolated between the grid's rates). The
+of its steps at each rate, made monotone in the rate, crosses the budget (interpolated between
+the grid's rates). The
 ideal's is given twice: on the very steps the servers ran, and over many more seeds of the same
 draws (simulation only), which is what one step's luck averages to.
 
@@ -30,6 +31,8 @@ import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,11 +54,15 @@ from service.runtime.classifier import MetricModel  # noqa: E402
 
 
 def median_crossing(p99_by_rate: Mapping[float, Sequence[float]], budget_ms: float) -> float | None:
-    """The rate at which the median p99 of the steps at each rate first exceeds `budget_ms`,
-    interpolated linearly between the last rate within it and the first beyond it; None when
-    the grid does not bracket it (every median within, or none)."""
+    """The rate at which the median p99 of the steps at each rate crosses `budget_ms`.
+
+    A p99 grows with the rate, but the medians of a few 600-request steps need not (this
+    machine measured 101.0 then 92.2 ms a rate higher): the medians are first made monotone
+    by pooling each run of rates that falls (least squares, pool-adjacent-violators), then
+    interpolated linearly between the last rate within the budget and the first beyond it.
+    None when the grid does not bracket it (every median within, or none)."""
     rates = sorted(p99_by_rate)
-    medians = [statistics.median(p99_by_rate[r]) for r in rates]
+    medians = monotone([statistics.median(p99_by_rate[r]) for r in rates])
     for i, median in enumerate(medians):
         if median > budget_ms:
             if i == 0:
@@ -65,26 +72,58 @@ def median_crossing(p99_by_rate: Mapping[float, Sequence[float]], budget_ms: flo
     return None
 
 
+def monotone(values: Sequence[float]) -> list[float]:
+    """The non-decreasing sequence closest to `values` in least squares (pool-adjacent-violators)."""
+    pools: list[list[float]] = []  # [mean, count]
+    for value in values:
+        pools.append([value, 1])
+        while len(pools) > 1 and pools[-2][0] > pools[-1][0]:
+            (mean_a, n_a), (mean_b, n_b) = pools.pop(-2), pools.pop()
+            pools.append([(mean_a * n_a + mean_b * n_b) / (n_a + n_b), n_a + n_b])
+    return [mean for mean, count in pools for _ in range(int(count))]
+
+
+def curve_at(p99_by_rate: Mapping[float, Sequence[float]], rps: float) -> float:
+    """The monotone median p99 (as `median_crossing`'s) at `rps`, interpolated in the grid."""
+    rates = sorted(p99_by_rate)
+    medians = monotone([statistics.median(p99_by_rate[r]) for r in rates])
+    return float(np.interp(rps, rates, medians))
+
+
 def ideal_over_seeds(
-    measured: MeasuredService, items: list[dict[str, str]], rates: Sequence[float], requests: int, seeds: int
-) -> dict[float, list[float]]:
-    """The ideal queue's step p99 at each rate over `seeds` seeds of the servers' own draws."""
-    return {
-        rps: [measured.p99_ms(schedule(items, rps, requests / rps, seed), seed) for seed in range(seeds)]
-        for rps in rates
-    }
+    measured: MeasuredService, items: list[dict[str, str]], rates: Sequence[float], requests: int,
+    seeds: int, budget_ms: float, max_extra: int = 20,
+) -> dict[float, list[float]]:  # fmt: skip
+    """The ideal queue's step p99 at each rate over `seeds` seeds of the servers' own draws,
+    the grid carried on at its last spacing until the median step exceeds `budget_ms`."""
+    rates = sorted(rates)
+    spacing = rates[-1] - rates[-2] if len(rates) > 1 else rates[-1] / 10
+
+    def steps_at(rps: float) -> list[float]:
+        return [measured.p99_ms(schedule(items, rps, requests / rps, seed), seed) for seed in range(seeds)]
+
+    curve = {rps: steps_at(rps) for rps in rates}
+    for _ in range(max_extra):
+        if statistics.median(curve[max(curve)]) > budget_ms:
+            break
+        rps = round(max(curve) + spacing, 3)
+        curve[rps] = steps_at(rps)
+    return curve
 
 
 def crossings(
     steps: Sequence[Mapping[str, float]], ideal_seeds: Mapping[float, Sequence[float]], budget_ms: float
 ) -> dict[str, object]:
-    """Each side's rate within `budget_ms` by the median step, and the servers' over the ideal's."""
+    """Each side's rate within `budget_ms` by the median step, and the servers' over the ideal's;
+    and the same comparison in milliseconds, which one step's luck hits far less: each server's
+    p99 over the ideal's on the very same arrivals (median over the steps), beside how much p99
+    the ideal's own curve leaves a server for 0.95 of its rate."""
     by_rate: dict[str, dict[float, list[float]]] = {"lunaserve": {}, "floor": {}, "ideal": {}}
     for step in steps:
         for name, p99s in by_rate.items():
             p99s.setdefault(step["rps"], []).append(step[f"{name}_p99_ms"])
     rate = {name: median_crossing(p99s, budget_ms) for name, p99s in by_rate.items()}
-    rate["ideal_over_seeds"] = median_crossing(ideal_seeds, budget_ms)
+    ideal_rate = rate["ideal_over_seeds"] = median_crossing(ideal_seeds, budget_ms)
     figures: dict[str, object] = {
         "median_p99_ms_by_rate": {
             name: {str(r): statistics.median(v) for r, v in sorted(p99s.items())}
@@ -92,7 +131,15 @@ def crossings(
         }
         | {"ideal_over_seeds": {str(r): statistics.median(v) for r, v in sorted(ideal_seeds.items())}},
         "rate_within_budget_by_median_step": rate,
+        "p99_over_ideal_same_arrivals_ms": {
+            server: round(statistics.median(s[f"{server}_p99_ms"] - s["ideal_p99_ms"] for s in steps), 1)
+            for server in ("lunaserve", "floor")
+        },
     }
+    if ideal_rate:
+        figures["p99_a_server_may_add_for_0_95_ms"] = round(
+            budget_ms - curve_at(ideal_seeds, 0.95 * ideal_rate), 1
+        )
     for server in ("lunaserve", "floor"):
         for ideal in ("ideal", "ideal_over_seeds"):
             if rate[server] is not None and rate[ideal]:
@@ -164,8 +211,11 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "median_lunaserve_minus_floor_p99_ms": statistics.median(differences),
     }
     if args.grid:
-        ideal_seeds = ideal_over_seeds(measured, items, args.rates, args.requests, args.ideal_seeds)
+        ideal_seeds = ideal_over_seeds(
+            measured, items, args.rates, args.requests, args.ideal_seeds, args.budget_ms
+        )
         figures |= crossings(steps, ideal_seeds, args.budget_ms) | {"ideal_seeds": args.ideal_seeds}
+    figures["service_s"] = service_s  # the ideal's service times (items in length_mix's order)
     return figures
 
 
@@ -196,7 +246,7 @@ def main() -> None:
     args.version = benchmarked_version(parser, args.repository, args.version)
     figures = asyncio.run(bench(args))
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in figures.items() if k != "steps"}, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k not in ("steps", "service_s")}, indent=2))
 
 
 if __name__ == "__main__":

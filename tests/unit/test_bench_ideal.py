@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from bench.paired_steps import crossings, median_crossing
+from bench.paired_steps import crossings, ideal_over_seeds, median_crossing, monotone
 from bench.queue_model import fifo_sojourn_s
 from bench.server_load import MeasuredService, ideal_capacity_search, schedule
 from loadtest.arrivals import arrival_offsets
@@ -74,7 +74,8 @@ def test_the_same_search_on_the_ideal_queue_finds_a_rate_within_the_budget() -> 
     [
         ({10.0: [80, 90, 200], 12.0: [95, 105, 110]}, 10 + 2 * (100 - 90) / (105 - 90)),  # medians
         ({12.0: [120], 10.0: [60], 11.0: [90]}, 11 + (100 - 90) / (120 - 90)),  # rates in any order
-        ({10.0: [60], 11.0: [101], 12.0: [99]}, 10 + (100 - 60) / (101 - 60)),  # the first crossing
+        # a median that falls a rate higher is pooled with the one before it: 101 and 95 -> 98
+        ({10.0: [60], 11.0: [101], 12.0: [95], 13.0: [118]}, 12 + (100 - 98) / (118 - 98)),
         ({10.0: [60], 12.0: [90]}, None),  # every median within: the grid does not bracket it
         ({10.0: [160], 12.0: [190]}, None),  # none within
     ],
@@ -83,6 +84,12 @@ def test_the_median_step_crosses_the_budget_between_the_grid_s_rates(
     p99_by_rate: dict[float, list[float]], crossing: float | None
 ) -> None:
     assert median_crossing(p99_by_rate, 100.0) == (pytest.approx(crossing) if crossing else None)
+
+
+def test_monotone_pools_each_fall_with_what_comes_before_it() -> None:
+    assert monotone([1, 3, 2, 4]) == [1, 2.5, 2.5, 4]
+    assert monotone([5, 1, 1, 9]) == pytest.approx([7 / 3, 7 / 3, 7 / 3, 9])
+    assert monotone([1, 2, 3]) == [1, 2, 3]
 
 
 def test_crossings_compare_each_server_with_the_ideal_on_the_same_rule() -> None:
@@ -100,3 +107,17 @@ def test_crossings_compare_each_server_with_the_ideal_on_the_same_rule() -> None
     assert rate["ideal"] == rate["ideal_over_seeds"] == pytest.approx(12 + 2 * 15 / 25)
     assert figures["lunaserve_over_ideal"] == round(rate["lunaserve"] / rate["ideal"], 3)
     assert figures["lunaserve_over_floor"] == round(rate["lunaserve"] / rate["floor"], 3)
+    # over the ideal on the same arrivals: lunaserve 30, 30, 40, 30, 80, 120; floor 20, 20, 30, 10, 80, 100
+    assert figures["p99_over_ideal_same_arrivals_ms"] == {"lunaserve": 35.0, "floor": 25.0}
+    # the ideal reaches 100 ms at 13.2 req/s; at 0.95 of that (12.54) its curve is at 91.75 ms
+    allowed = 100 - (85 + 25 * 0.54 / 2)  # 8.25, reported to 0.1 ms
+    assert figures["p99_a_server_may_add_for_0_95_ms"] == pytest.approx(allowed, abs=0.051)
+
+
+def test_the_ideal_over_seeds_carries_its_grid_on_until_the_budget_is_crossed() -> None:
+    curve = ideal_over_seeds(_measured(), ITEMS, [2.0, 4.0], requests=200, seeds=5, budget_ms=100.0)
+    rates = sorted(curve)
+    assert rates[:2] == [2.0, 4.0] and all(b - a == pytest.approx(2.0) for a, b in itertools.pairwise(rates))
+    medians = [float(np.median(curve[r])) for r in rates]
+    assert medians[-1] > 100 and all(m <= 100 for m in medians[:-1])  # stopped at the first beyond
+    assert all(len(p99s) == 5 for p99s in curve.values())
