@@ -38,9 +38,13 @@ sys.path.insert(0, str(ROOT))
 LUNASERVE_STAGES = ["mw_in", "handler", "encode_in", "encode_out", "submit", "fwd_start", "fwd_end",
                     "resumed", "json", "send_body"]  # fmt: skip
 FLOOR_STAGES = ["encode_in", "encode_out", "fwd_start", "fwd_end"]
+# --fine: lunaserve's stages split further (each stamp adds a few microseconds to its total)
+FINE_STAGES = ["mw_in", "body_read", "route_in", "validated", "handler", "reg_in", "lm_in", "encode_in",
+               "encode_out", "sched_submit", "submit", "fwd_start", "fwd_end", "resumed", "finish_in",
+               "finish_out", "lm_out", "reg_out", "json", "send_body"]  # fmt: skip
 
 
-def run_stamped(kind: str, stamps: Path, port: int) -> None:
+def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
     """Run one server in this process with its stages stamped into `stamps`."""
     out = open(stamps, "a", buffering=1)  # noqa: SIM115 - open for the life of the server
 
@@ -97,12 +101,47 @@ def run_stamped(kind: str, stamps: Path, port: int) -> None:
 
     app.RequestContextMiddleware.__call__ = middleware_stamped  # type: ignore[method-assign]
     ThreadRunner.__call__ = call_stamped  # type: ignore[method-assign]
+    if fine:
+        stamp_fine(stamp, around)
     from lunaserve.cli import main
 
     sys.argv = ["lunaserve", "serve", "--repository", str(ROOT / "repository"), "--host", "127.0.0.1",
                 "--port", str(port), "--intra_op_threads", os.environ["CRITICAL_PATH_THREADS"],
                 "--log_level", "warning"]  # fmt: skip
     main()
+
+
+def stamp_fine(stamp: Callable[[str], None], around: Callable[..., Callable[..., Any]]) -> None:
+    """Further stamps in lunaserve: body read, route, registry, metric, scheduler, post-processing."""
+    import service.api.scoring_route as route
+    import service.app as app
+    from service.batching.scheduler import BatchScheduler
+    from service.loaded_metric import LoadedMetric
+    from service.registry import MetricRegistry
+    from service.runtime.classifier import MetricModel
+
+    def around_async(label_in: str, label_out: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        async def stamped(*args: Any, **kwargs: Any) -> Any:
+            stamp(label_in)
+            result = await function(*args, **kwargs)
+            stamp(label_out)
+            return result
+
+        return stamped
+
+    read = app.RequestContextMiddleware._read_body
+
+    async def read_stamped(self: Any, receive: Any) -> Any:
+        body = await read(self, receive)
+        stamp("body_read")
+        return body
+
+    app.RequestContextMiddleware._read_body = read_stamped  # type: ignore[method-assign]
+    setattr(route, "read_body", around_async("route_in", "validated", route.read_body))  # noqa: B010
+    MetricRegistry.score = around_async("reg_in", "reg_out", MetricRegistry.score)  # type: ignore[method-assign]
+    LoadedMetric.score = around_async("lm_in", "lm_out", LoadedMetric.score)  # type: ignore[method-assign]
+    BatchScheduler.submit = around("sched_submit", "sched_submitted", BatchScheduler.submit)  # type: ignore[method-assign]
+    MetricModel.finish = around("finish_in", "finish_out", MetricModel.finish)  # type: ignore[method-assign]
 
 
 def stage_groups(stamps: Path, first: str, stages: list[str], count: int) -> list[dict[str, float]]:
@@ -168,12 +207,15 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "critical_path.json")
+    parser.add_argument(
+        "--fine", action="store_true", help="lunaserve's stages split further (its stamps then cost more)"
+    )
     parser.add_argument("--launch", choices=["lunaserve", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--stamps", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.launch:
-        run_stamped(args.launch, args.stamps, args.port)
+        run_stamped(args.launch, args.stamps, args.port, args.fine)
         return
 
     from bench.floor_server import floor_request
@@ -202,7 +244,8 @@ def main() -> None:
             log = open(args.out.with_suffix(f".{kind}.log"), "wb")  # noqa: SIM115 - the child keeps it
             process = subprocess.Popen(
                 [*taskset(cpus), sys.executable, __file__, "--launch", kind, "--stamps", str(stamps),
-                 "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                 "--port", str(port), *(["--fine"] if args.fine else [])],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
             servers[kind] = (process, f"http://127.0.0.1:{port}", stamps)
             if not wait_until_ready(process, f"http://127.0.0.1:{port}/readyz", 120):
@@ -216,7 +259,7 @@ def main() -> None:
             process.wait(30)
     figures: dict[str, object] = {"placement": placement.describe(), "requests": args.requests}
     for kind, stages, first in (
-        ("lunaserve", LUNASERVE_STAGES, "mw_in"),
+        ("lunaserve", FINE_STAGES if args.fine else LUNASERVE_STAGES, "mw_in"),
         ("floor", FLOOR_STAGES, "encode_in"),
     ):
         groups = stage_groups(servers[kind][2], first, stages, args.requests)
