@@ -12,13 +12,16 @@ The measurement takes the fastest of a few repeats per size, in rounds over the 
 that a slow spell (a busy neighbour, another instance just loaded) slows every size rather
 than deciding the cap: timing each size's repeats back to back once measured batch 1 at 46.6
 rows/s beside 56.0 at 2 rows, where other loads measured 54-57 for both, and a server chose 2
-rows. A cap above one row is then confirmed: batch 1 and the chosen size are timed in turn a few
-more times and the choice made again with those passes counted. Rounds protect against a spell shorter than
-a round; a longer one that happened to cover batch 1's passes (a server once measured batch 1 at
-48.0 rows/s beside 56.5 at 4 rows, where other starts measured 54-57 for batch 1 and ~59 at 4,
-chose 4-row batches, and that run's p99 at 11 req/s was 122 ms against 74) slows both sides of
-the confirmation alike, so a cap stands only where it pays beside batch 1 timed next to it. A
-cap of one row, the usual outcome on one or two cores, costs no confirmation at all.
+rows.
+
+A cap above one row is then confirmed: batch 1 and the chosen size are timed in turn a few more
+times and the choice made again with those passes counted. Rounds protect against a spell
+shorter than a round; a longer one that happened to cover batch 1's passes (a server once
+measured batch 1 at 48.0 rows/s beside 56.5 at 4 rows, where other starts measured 54-57 for
+batch 1 and 58-60 at 4, chose 4-row batches, and that run's p99 at 11 req/s was 122 ms against
+74) slows both sides of the confirmation alike, so a cap stands only where it pays beside
+batch 1 timed next to it. A cap of one row, the usual outcome on one or two cores, costs no
+confirmation at all.
 
 It knows only a `predict` callable, windows and a timer.
 """
