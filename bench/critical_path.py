@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 LUNASERVE_STAGES = ["mw_in", "handler", "encode_in", "encode_out", "submit", "fwd_start", "fwd_end",
                     "resumed", "json", "send_body"]  # fmt: skip
+Wrap = Callable[[str, str, Callable[..., Any]], Callable[..., Any]]  # stamps around a call
 FLOOR_STAGES = ["encode_in", "encode_out", "fwd_start", "fwd_end"]
 # --fine: lunaserve's stages split further (each stamp adds a few microseconds to its total)
 FINE_STAGES = ["mw_in", "body_read", "route_in", "validated", "handler", "reg_in", "lm_in", "encode_in",
@@ -63,6 +64,15 @@ def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
 
         return stamped
 
+    def around_async(label_in: str, label_out: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        async def stamped(*args: Any, **kwargs: Any) -> Any:
+            stamp(label_in)
+            result = await function(*args, **kwargs)
+            stamp(label_out)
+            return result
+
+        return stamped
+
     MetricModel.forward = around("fwd_start", "fwd_end", MetricModel.forward)  # type: ignore[method-assign]
     MetricModel.encode = around("encode_in", "encode_out", MetricModel.encode)  # type: ignore[method-assign]
     if kind == "floor":
@@ -76,7 +86,7 @@ def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
     import service.app as app
     from service.batching.runner import ThreadRunner
 
-    middleware, call = app.RequestContextMiddleware.__call__, ThreadRunner.__call__
+    middleware = app.RequestContextMiddleware.__call__
     to_json, checks = routes._json, getattr(routes, "scoring_call")  # noqa: B009 - imported there, not exported
     setattr(routes, "_json", around("json", "json_built", to_json))  # noqa: B010
     setattr(routes, "scoring_call", around("handler", "checked", checks))  # noqa: B010
@@ -93,16 +103,10 @@ def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
 
         await middleware(self, scope, receive, send_stamped)
 
-    async def call_stamped(self: Any, windows: Any) -> Any:
-        stamp("submit")
-        rows = await call(self, windows)
-        stamp("resumed")
-        return rows
-
     app.RequestContextMiddleware.__call__ = middleware_stamped  # type: ignore[method-assign]
-    ThreadRunner.__call__ = call_stamped  # type: ignore[method-assign]
+    ThreadRunner.__call__ = around_async("submit", "resumed", ThreadRunner.__call__)  # type: ignore[method-assign]
     if fine:
-        stamp_fine(stamp, around)
+        stamp_fine(around, around_async)
     from lunaserve.cli import main
 
     sys.argv = ["lunaserve", "serve", "--repository", str(ROOT / "repository"), "--host", "127.0.0.1",
@@ -111,7 +115,7 @@ def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
     main()
 
 
-def stamp_fine(stamp: Callable[[str], None], around: Callable[..., Callable[..., Any]]) -> None:
+def stamp_fine(around: Wrap, around_async: Wrap) -> None:
     """Further stamps in lunaserve: body read, route, registry, metric, scheduler, post-processing."""
     import service.api.scoring_route as route
     import service.app as app
@@ -120,23 +124,8 @@ def stamp_fine(stamp: Callable[[str], None], around: Callable[..., Callable[...,
     from service.registry import MetricRegistry
     from service.runtime.classifier import MetricModel
 
-    def around_async(label_in: str, label_out: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        async def stamped(*args: Any, **kwargs: Any) -> Any:
-            stamp(label_in)
-            result = await function(*args, **kwargs)
-            stamp(label_out)
-            return result
-
-        return stamped
-
     read = app.RequestContextMiddleware._read_body
-
-    async def read_stamped(self: Any, receive: Any) -> Any:
-        body = await read(self, receive)
-        stamp("body_read")
-        return body
-
-    app.RequestContextMiddleware._read_body = read_stamped  # type: ignore[method-assign]
+    app.RequestContextMiddleware._read_body = around_async("body_in", "body_read", read)  # type: ignore[method-assign]
     setattr(route, "read_body", around_async("route_in", "validated", route.read_body))  # noqa: B010
     MetricRegistry.score = around_async("reg_in", "reg_out", MetricRegistry.score)  # type: ignore[method-assign]
     LoadedMetric.score = around_async("lm_in", "lm_out", LoadedMetric.score)  # type: ignore[method-assign]
@@ -166,16 +155,18 @@ def breakdown(
     def ms(values: list[float]) -> float:
         return round(1000 * statistics.median(values), 3)
 
-    figures = {
-        f"client->{stages[0]}": ms([g[stages[0]] - t0 for g, (t0, _) in zip(groups, sent, strict=True)])
-    }
+    def after_send(stage: str) -> float:
+        return ms([g[stage] - t0 for g, (t0, _) in zip(groups, sent, strict=True)])
+
+    def before_receipt(stage: str) -> float:
+        return ms([t1 - g[stage] for g, (_, t1) in zip(groups, sent, strict=True)])
+
+    figures = {f"client->{stages[0]}": after_send(stages[0])}
     for a, b in itertools.pairwise(stages):
         figures[f"{a}->{b}"] = ms([g[b] - g[a] for g in groups])
-    figures[f"{stages[-1]}->client"] = ms(
-        [t1 - g[stages[-1]] for g, (_, t1) in zip(groups, sent, strict=True)]
-    )
-    figures["client->fwd_start"] = ms([g["fwd_start"] - t0 for g, (t0, _) in zip(groups, sent, strict=True)])
-    figures["fwd_end->client"] = ms([t1 - g["fwd_end"] for g, (_, t1) in zip(groups, sent, strict=True)])
+    figures[f"{stages[-1]}->client"] = before_receipt(stages[-1])
+    figures["client->fwd_start"] = after_send("fwd_start")
+    figures["fwd_end->client"] = before_receipt("fwd_end")
     figures["outside_forward"] = round(figures["client->fwd_start"] + figures["fwd_end->client"], 3)
     return figures
 

@@ -61,8 +61,7 @@ def median_crossing(p99_by_rate: Mapping[float, Sequence[float]], budget_ms: flo
     by pooling each run of rates that falls (least squares, pool-adjacent-violators), then
     interpolated linearly between the last rate within the budget and the first beyond it.
     None when the grid does not bracket it (every median within, or none)."""
-    rates = sorted(p99_by_rate)
-    medians = monotone([statistics.median(p99_by_rate[r]) for r in rates])
+    rates, medians = monotone_medians(p99_by_rate)
     for i, median in enumerate(medians):
         if median > budget_ms:
             if i == 0:
@@ -83,11 +82,15 @@ def monotone(values: Sequence[float]) -> list[float]:
     return [mean for mean, count in pools for _ in range(int(count))]
 
 
+def monotone_medians(p99_by_rate: Mapping[float, Sequence[float]]) -> tuple[list[float], list[float]]:
+    """The grid's rates in order and the median p99 at each, made monotone."""
+    rates = sorted(p99_by_rate)
+    return rates, monotone([statistics.median(p99_by_rate[r]) for r in rates])
+
+
 def curve_at(p99_by_rate: Mapping[float, Sequence[float]], rps: float) -> float:
     """The monotone median p99 (as `median_crossing`'s) at `rps`, interpolated in the grid."""
-    rates = sorted(p99_by_rate)
-    medians = monotone([statistics.median(p99_by_rate[r]) for r in rates])
-    return float(np.interp(rps, rates, medians))
+    return float(np.interp(rps, *monotone_medians(p99_by_rate)))
 
 
 def ideal_over_seeds(
@@ -127,9 +130,8 @@ def crossings(
     figures: dict[str, object] = {
         "median_p99_ms_by_rate": {
             name: {str(r): statistics.median(v) for r, v in sorted(p99s.items())}
-            for name, p99s in by_rate.items()
-        }
-        | {"ideal_over_seeds": {str(r): statistics.median(v) for r, v in sorted(ideal_seeds.items())}},
+            for name, p99s in {**by_rate, "ideal_over_seeds": ideal_seeds}.items()
+        },
         "rate_within_budget_by_median_step": rate,
         "p99_over_ideal_same_arrivals_ms": {
             server: round(statistics.median(s[f"{server}_p99_ms"] - s["ideal_p99_ms"] for s in steps), 1)
