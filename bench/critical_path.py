@@ -12,7 +12,7 @@ the same items, 30 ms apart. Per stage, the median over the requests.
 
 lunaserve's stages: our outer middleware entered, the handler entered, tokenising started and
 ended, the batch handed to the inference thread, the forward pass started and ended, the
-worker resumed, the response body built and sent. The floor (`bench/serving_floor.py`) has
+batch back on the event loop, the response body built and sent. The floor (`bench/serving_floor.py`) has
 tokenising and the forward pass only. Placed as server_load (server CPUs, one ONNX thread per
 CPU; the client on the others). The stamps cost a few microseconds each. Not a test.
 """
@@ -85,6 +85,7 @@ def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
     import service.api.routes as routes
     import service.app as app
     from service.batching.runner import ThreadRunner
+    from service.batching.worker import BatchWorker
 
     middleware = app.RequestContextMiddleware.__call__
     to_json, checks = routes._json, getattr(routes, "scoring_call")  # noqa: B009 - imported there, not exported
@@ -104,7 +105,8 @@ def run_stamped(kind: str, stamps: Path, port: int, fine: bool = False) -> None:
         await middleware(self, scope, receive, send_stamped)
 
     app.RequestContextMiddleware.__call__ = middleware_stamped  # type: ignore[method-assign]
-    ThreadRunner.__call__ = around_async("submit", "resumed", ThreadRunner.__call__)  # type: ignore[method-assign]
+    ThreadRunner.__call__ = around("submit", "submitted", ThreadRunner.__call__)  # type: ignore[method-assign]
+    BatchWorker._finished = around("resumed", "answered", BatchWorker._finished)  # type: ignore[method-assign]
     if fine:
         stamp_fine(around, around_async)
     from lunaserve.cli import main

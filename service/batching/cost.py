@@ -18,6 +18,7 @@ docs/benchmarks.md, "Admission's cost estimate").
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,12 +40,15 @@ class CostEstimate:
         self.horizon_s = horizon_s
         self.idle_per_token_s = initial_per_token_s  # until the first batch has been measured
         self._measured = False
-        self._samples: deque[tuple[float, float, int]] = deque(maxlen=max_samples)  # when, cost, tokens
+        self._max_samples = max_samples
+        self._samples: deque[tuple[float, float, int]] = deque()  # (when, cost, tokens), oldest first
+        self._ranked: list[tuple[float, float, int]] = []  # (cost, when, tokens): the same, by cost
+        self._tokens = 0  # of the samples
         self._clock = clock
         # The quantile of the current samples: read ~7 times per request (admission, the queue's
         # lateness check, the batch policy, busy_until) and changed only by learn, pin or a sample
-        # ageing out, so it is sorted once per change, not per read (a profile of the event loop
-        # under load: docs/benchmarks.md).
+        # ageing out, so it is found once per change, not per read (a profile of the event loop
+        # under load: docs/benchmarks.md), in samples kept in cost order as they come and go.
         self._quantile_cache: float | None = None
 
     @property
@@ -52,8 +56,7 @@ class CostEstimate:
         """The token-weighted `quantile` of the batches of the last `horizon_s`, else the idle cost."""
         oldest = self._clock() - self.horizon_s
         while self._samples and self._samples[0][0] < oldest:
-            self._samples.popleft()
-            self._quantile_cache = None
+            self._forget_oldest()
         if not self._samples:
             return self.idle_per_token_s
         if self._quantile_cache is None:
@@ -61,14 +64,19 @@ class CostEstimate:
         return self._quantile_cache
 
     def _quantile(self) -> float:
-        ranked = sorted((cost, tokens) for _, cost, tokens in self._samples)
-        reach = self.quantile * sum(tokens for _, tokens in ranked)
+        reach = self.quantile * self._tokens
         seen = 0
-        for cost, tokens in ranked:
+        for cost, _, tokens in self._ranked:
             seen += tokens
             if seen >= reach:
                 return cost
-        return ranked[-1][0]
+        return self._ranked[-1][0]
+
+    def _forget_oldest(self) -> None:
+        when, cost, tokens = self._samples.popleft()
+        del self._ranked[bisect.bisect_left(self._ranked, (cost, when, tokens))]
+        self._tokens -= tokens
+        self._quantile_cache = None
 
     def learn(self, seconds: float, tokens: int) -> None:
         """Fold in one batch that ran `tokens` real tokens in `seconds`."""
@@ -77,12 +85,19 @@ class CostEstimate:
         cost = seconds / tokens
         self.idle_per_token_s = cost if not self._measured else min(self.idle_per_token_s, cost)
         self._measured = True
-        self._samples.append((self._clock(), cost, tokens))  # may push the oldest out (maxlen)
+        if len(self._samples) == self._max_samples:
+            self._forget_oldest()
+        when = self._clock()
+        self._samples.append((when, cost, tokens))
+        bisect.insort(self._ranked, (cost, when, tokens))
+        self._tokens += tokens
         self._quantile_cache = None
 
     def pin(self, per_token_s: float) -> None:
         """Forget what was measured and read `per_token_s` both ways until the next batch."""
         self._samples.clear()
+        self._ranked.clear()
+        self._tokens = 0
         self._quantile_cache = None
         self.idle_per_token_s = per_token_s
         self._measured = True

@@ -1,30 +1,43 @@
-"""The worker loop alone: take a batch as soon as the model is free, run it off the loop, fan out.
+"""One model instance's worker: take a batch as soon as the model is free, run it off the loop, fan out.
 
 One worker per model instance; a model served by several instances has as many workers taking
-batches from one queue (service.batching.scheduler), each awaiting its own runner. A worker
-takes the traffic classes it `serves`: every class, or guardrail alone (a reserved instance).
+batches from one queue (service.batching.scheduler), each with its own runner. A worker takes
+the traffic classes it `serves`: every class, or guardrail alone (a reserved instance).
 
 Each turn drops what no longer needs an answer (client gone, deadline out of reach), asks
-`policy.choose_batch` for the next batch, runs it through the runner (a thread: the event
-loop never runs inference) and gives each request its result when its last window is back.
-It never polls: between turns it waits for new work or for the policy's `wake_at`. A failing
-batch fails only its own requests (one log line with an error id) and the loop goes on; a
-bug in the loop itself fails what is queued and leaves the loop dead for readiness to report.
+`policy.choose_batch` for the next batch, hands it to the runner (a thread: the event loop
+never runs inference) and gives each request its result when its last window is back.
+It never polls: a turn runs when something changed (a request came or left, a batch ended) or
+at the policy's `wake_at`. A failing batch fails only its own requests (one log line with an
+error id) and the worker goes on; a bug in the worker itself fails what is queued and leaves
+it dead for readiness to report.
+
+Turns are callbacks on the event loop, not the steps of a task: a request's way to the model
+and back is then one loop callback each way (a turn scheduled by `submit`, the turn that
+follows a batch's end) where a task cost a wake-up, its own scheduling and a resumption on
+either side. On the core that inference shares that was ~40% of the scheduler's time per
+request (docs/benchmarks.md, "The scheduler without its task").
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from service.batching.clock import Clock
+import numpy as np
+
+from service.batching.clock import Clock, Timer
 from service.batching.cost import CostEstimate
 from service.batching.observer import SchedulerObserver
 from service.batching.policy import BatchLimits, Priority, choose_batch
 from service.batching.queue import QueuedRequest, RequestQueue
 from service.batching.runner import Runner
+from service.runtime.encoding import Window
+
+Batch = list[tuple[QueuedRequest, int]]  # (request, index of its window) per row
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +92,34 @@ class BatchWorker:
         # to it. On a core they share, two passes at once would each run at half speed.
         self.defers_guardrail_to: list[BatchWorker] = []
         self.deferring: list[BatchWorker] = []  # the workers that defer guardrail work to this one
-        self._running = False  # the loop runs (a worker that died on a bug is never free)
+        self._running = False  # started and not stopped (a worker that died on a bug is never free)
         self.busy_until: float | None = None  # estimated end of the batch in flight
-        self.idle = asyncio.Event()  # set while no request is admitted (and once the loop ended)
+        self.idle = asyncio.Event()  # set while no request is admitted (and once the worker ended)
         self.idle.set()
-        self._wake = asyncio.Event()
-        self._settled = asyncio.Event()  # set while the loop waits, having seen every change
+        self._settled = asyncio.Event()  # set while nothing is due: no turn scheduled, no batch running
+        self._settled.set()
+        self._turn_due = False  # a turn is scheduled on the loop
+        self._timer: Timer | None = None  # the next turn the policy asked for (`wake_at`)
+        self._in_flight: asyncio.Future[np.ndarray] | None = None
+        self._model_was_idle = True
+        self._ended: asyncio.Future[None] | None = None  # done when the worker dies on a bug
 
     def wake(self) -> None:
-        """Something changed (a request came or left): decide again."""
-        self._wake.set()
+        """Something changed (a request came or left): take a turn once the loop is free.
+
+        Deferred, not run here: requests that arrive in the same pass of the loop can join one
+        batch, and no caller's own bookkeeping is interrupted by a turn.
+        """
+        if not self._running:
+            return
         self._settled.clear()
+        if self.busy_until is not None or self._turn_due:
+            return  # the batch's end takes the next turn
+        self._turn_due = True
+        asyncio.get_running_loop().call_soon(self._scheduled_turn)
 
     async def settled(self) -> None:
-        """Return once the loop has acted on every change so far and waits for the next one."""
+        """Return once the worker has acted on every change so far and waits for work or time."""
         await self._settled.wait()
 
     @property
@@ -101,7 +128,7 @@ class BatchWorker:
 
     @property
     def is_free(self) -> bool:
-        """The loop runs and no batch of this instance is in flight."""
+        """The worker runs and no batch of this instance is in flight."""
         return self._running and self.busy_until is None
 
     def _classes_now(self) -> frozenset[Priority]:
@@ -110,49 +137,69 @@ class BatchWorker:
         return self.serves
 
     async def run(self) -> None:
-        model_was_idle = True
+        """Serve until cancelled (the scheduler stops) or a bug ends the worker."""
+        self._ended = asyncio.get_running_loop().create_future()
         self._running = True
         try:
-            while True:
-                self._drop_abandoned()
-                now = self.clock.now()
-                since_guardrail = now - self.queue.last_arrival[Priority.GUARDRAIL]
-                self._expire(self.queue.late(now, self.cost.per_token_s))
-                head, head_is_all = self.queue.head(self.limits.lookahead_rows, self._classes_now())
-                decision = choose_batch(
-                    now,
-                    head,
-                    self.limits,
-                    head_is_all=head_is_all,
-                    model_was_idle=model_was_idle,
-                    cost_per_token_s=self.cost.per_token_s,
-                    guardrail_active=since_guardrail < self.limits.guardrail_active_s,
-                )
-                if decision.run:
-                    model_was_idle = False
-                    batch = self.queue.take(decision.run)
-                    for other in self.deferring:  # this one is busy now: guardrail work is theirs too
-                        other.wake()
-                    await self._run_batch(batch)
-                    self.on_batch_done()
-                    continue
-                if not self.queue.requests:
-                    model_was_idle = True
-                    self.idle.set()
-                self._wake.clear()
-                self._settled.set()
-                await self.clock.wait(self._wake, decision.wake_at)
-                self._settled.clear()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A bug in the loop itself: fail what is queued, stay dead; readiness reports it.
-            log.exception("scheduler %s stopped on an unexpected error", self.name)
-            self.fail_all(BatchFailedError("scheduler-" + uuid.uuid4().hex[:12]))
+            self.wake()  # anything queued before the start
+            await self._ended
         finally:
             self._running = False
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._in_flight is not None:
+                self._in_flight.cancel()
             self.idle.set()  # nothing will run any more: let a drain return
             self._settled.set()
+
+    def _scheduled_turn(self) -> None:
+        self._turn_due = False
+        self._turn()
+
+    def _turn(self) -> None:
+        """Start the next batch if the model is free and the policy says so, else wait for a change."""
+        if not self._running or self.busy_until is not None:
+            return
+        try:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._drop_abandoned()
+            now = self.clock.now()
+            since_guardrail = now - self.queue.last_arrival[Priority.GUARDRAIL]
+            self._expire(self.queue.late(now, self.cost.per_token_s))
+            head, head_is_all = self.queue.head(self.limits.lookahead_rows, self._classes_now())
+            decision = choose_batch(
+                now,
+                head,
+                self.limits,
+                head_is_all=head_is_all,
+                model_was_idle=self._model_was_idle,
+                cost_per_token_s=self.cost.per_token_s,
+                guardrail_active=since_guardrail < self.limits.guardrail_active_s,
+            )
+            if decision.run:
+                self._model_was_idle = False
+                self._start(self.queue.take(decision.run), now)
+                for other in self.deferring:  # this one is busy now: guardrail work is theirs too
+                    other.wake()
+                return
+            if not self.queue.requests:
+                self._model_was_idle = True
+                self.idle.set()
+            if decision.wake_at is not None:
+                self._timer = self.clock.call_at(decision.wake_at, self.wake)
+            self._settled.set()
+        except Exception:
+            self._die()
+
+    def _die(self) -> None:
+        """A bug in the worker itself: fail what is queued, stay dead; readiness reports it."""
+        log.exception("scheduler %s stopped on an unexpected error", self.name)
+        self._running = False
+        self.fail_all(BatchFailedError("scheduler-" + uuid.uuid4().hex[:12]))
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     def fail_all(self, error: Exception) -> None:
         for request in self.queue.every_request():
@@ -180,22 +227,59 @@ class BatchWorker:
                     DeadlineExceededError("the request could not be served before its deadline")
                 )
 
-    async def _run_batch(self, batch: list[tuple[QueuedRequest, int]]) -> None:
-        now = self.clock.now()
+    def _start(self, batch: Batch, now: float) -> None:
+        """Hand `batch` to the runner; `_finished` takes it back when it ends."""
         requests = list(dict.fromkeys(request for request, _ in batch))
         for request in requests:
             if request.started_at is None:
                 request.started_at = now
                 self.observer.queue_waited(request.priority, now - request.arrived)
         windows = [request.windows[index] for request, index in batch]
-        real = sum(len(w) for w in windows)
-        padded = len(windows) * max(len(w) for w in windows)
-        self.busy_until = now + real * self.cost.per_token_s
+        self.busy_until = now + sum(len(w) for w in windows) * self.cost.per_token_s
+        self._settled.clear()
+        running: asyncio.Future[np.ndarray]
         try:
-            probs = await self.runner(windows)
+            running = asyncio.ensure_future(self.runner(windows))
+        except Exception as exc:  # the runner refused the batch outright
+            running = asyncio.get_running_loop().create_future()
+            running.set_exception(exc)
+        self._in_flight = running
+        running.add_done_callback(functools.partial(self._finished, batch, requests, windows, now))
+
+    def _finished(
+        self,
+        batch: Batch,
+        requests: list[QueuedRequest],
+        windows: Sequence[Window],
+        started: float,
+        running: asyncio.Future[np.ndarray],
+    ) -> None:
+        self._in_flight = None
+        self.busy_until = None
+        if not self._running:
+            return  # stopped: its requests were failed with the rest of the queue
+        try:
+            self._answer(batch, requests, windows, started, running)
+            self.on_batch_done()
+        except Exception:
+            self._die()
+            return
+        self._turn()  # the model is free: the next batch now, not after a pass of the loop
+
+    def _answer(
+        self,
+        batch: Batch,
+        requests: list[QueuedRequest],
+        windows: Sequence[Window],
+        started: float,
+        running: asyncio.Future[np.ndarray],
+    ) -> None:
+        """Give each request of the batch its rows (the last one missing completes it), or fail them."""
+        try:
+            probs = running.result()
             if len(probs) != len(windows):
                 raise ValueError(f"the model returned {len(probs)} rows for {len(windows)} windows")
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             error_id = uuid.uuid4().hex[:12]
             log.exception("batch of %d windows failed on %s (error id %s)", len(windows), self.name, error_id)
             for request in requests:
@@ -203,14 +287,13 @@ class BatchWorker:
                 if not request.future.done():
                     request.future.set_exception(BatchFailedError(error_id))
             return
-        finally:
-            self.busy_until = None
-        seconds = self.clock.now() - now
+        seconds = self.clock.now() - started
+        real = sum(len(w) for w in windows)
         # the model's own time when the runner knows it (runner.py); one batch at a time per runner
         measured = getattr(self.runner, "last_run_s", None)
         self.cost.learn(measured if measured is not None else seconds, real)
         self.observer.cost_changed(self.cost.per_token_s, self.cost.idle_per_token_s)
-        self.observer.batch_done(len(windows), real, padded, seconds)
+        self.observer.batch_done(len(windows), real, len(windows) * max(len(w) for w in windows), seconds)
         for request in requests:
             request.inference_s += seconds
         for (request, index), row in zip(batch, probs, strict=True):

@@ -116,3 +116,20 @@ def test_a_reading_follows_every_change_of_the_samples() -> None:
     assert cost.per_token_s == pytest.approx(20e-6)
     cost.pin(7e-6)
     assert cost.per_token_s == cost.idle_per_token_s == 7e-6
+
+
+def test_the_quantile_kept_in_order_matches_one_sorted_afresh() -> None:
+    """Samples enter, age out and are pushed out by newer ones: the reading is always the
+    token-weighted quantile of exactly the samples of the horizon (the last 8 at most)."""
+    now = Now()
+    cost = estimate(now, quantile=0.75, horizon_s=1.0, max_samples=8)  # type: ignore[arg-type]
+    seen: list[tuple[float, float, int]] = []  # (when, cost, tokens)
+    for step in range(200):
+        now.t += (0.05, 0.3, 1.5)[step % 7 % 3]  # some samples age out, some are pushed out
+        seconds, tokens = (step * 37 % 11 + 1) / 1000, step * 13 % 40 + 1
+        cost.learn(seconds, tokens)
+        seen = [s for s in [*seen, (now.t, seconds / tokens, tokens)] if s[0] >= now.t - 1.0][-8:]
+        ranked = sorted((c, t) for _, c, t in seen)
+        total, reached = sum(t for _, t in ranked), 0
+        expected = next(c for c, t in ranked if (reached := reached + t) >= 0.75 * total)
+        assert cost.per_token_s == expected, step
