@@ -90,6 +90,13 @@ _NUMBER_FEATURES = frozenset({EvidenceFeature.N_MISSING_NUMBERS, EvidenceFeature
 _SENTENCE_FEATURES = frozenset(
     {EvidenceFeature.SHARE_NOVEL_BIGRAMS, EvidenceFeature.WEAKEST_SENTENCE_MISSING}
 )
+_SOURCE_FEATURES = frozenset(
+    {
+        EvidenceFeature.SHARE_POLARITY_FLIPPED,
+        EvidenceFeature.SHARE_STATED_SENTENCES,
+        EvidenceFeature.LOCAL_MISSING_SHARE,
+    }
+)
 SOURCE_SENTENCES = 2  # a response sentence's source: this many consecutive context sentences
 
 
@@ -158,7 +165,9 @@ def share_stated_sentences(output: str, context: str, *, sources: Sources | None
     return _share(stated, judged)
 
 
-def local_missing_share(output: str, context: str, span: int = SOURCE_SENTENCES) -> float:
+def local_missing_share(
+    output: str, context: str, span: int = SOURCE_SENTENCES, *, sources: Sources | None = None
+) -> float:
     """Of the response's content words, the share absent from each sentence's own source.
 
     A sentence's source is the run of `span` consecutive context sentences holding most of its
@@ -167,14 +176,15 @@ def local_missing_share(output: str, context: str, span: int = SOURCE_SENTENCES)
     summary's sentence mostly restates one or two sentences of the document. Sentences with
     fewer than two content words ("Yes.") are left out.
     """
-    source_words = [set(content_words(s)) for s in sentences(context)] or [set()]
-    sources = [set().union(*source_words[i : i + span]) for i in range(max(1, len(source_words) - span + 1))]
+    sources = context_sources(context) if sources is None else sources
+    source_words = [claim for claim, _ in sources] or [frozenset()]
+    runs = [set().union(*source_words[i : i + span]) for i in range(max(1, len(source_words) - span + 1))]
     judged = missing = 0
     for sentence in sentences(output):
         claim = set(content_words(sentence))
         if len(claim) < 2:
             continue
-        best = max(sources, key=lambda source: len(claim & source))
+        best = max(runs, key=lambda run: len(claim & run))
         judged += len(claim)
         missing += len(claim - best)
     return _share(missing, judged)
@@ -249,8 +259,8 @@ def evidence_features(
         if EvidenceFeature.SHARE_NOVEL_BIGRAMS in wanted:  # the context's pairs: the costly part
             novel = bigrams - set(pairwise(context_tokens))
             found[EvidenceFeature.SHARE_NOVEL_BIGRAMS] = _share(len(novel), len(bigrams))
-    if wanted & {EvidenceFeature.SHARE_POLARITY_FLIPPED, EvidenceFeature.SHARE_STATED_SENTENCES}:
-        sources = context_sources(context)  # the context's sentences, read once for both
+    if wanted & _SOURCE_FEATURES:
+        sources = context_sources(context)  # the context's sentences, read once for all three
         if EvidenceFeature.SHARE_POLARITY_FLIPPED in wanted:
             found[EvidenceFeature.SHARE_POLARITY_FLIPPED] = share_polarity_flipped(
                 output, context, sources=sources
@@ -259,8 +269,8 @@ def evidence_features(
             found[EvidenceFeature.SHARE_STATED_SENTENCES] = share_stated_sentences(
                 output, context, sources=sources
             )
-    if EvidenceFeature.LOCAL_MISSING_SHARE in wanted:
-        found[EvidenceFeature.LOCAL_MISSING_SHARE] = local_missing_share(output, context)
+        if EvidenceFeature.LOCAL_MISSING_SHARE in wanted:
+            found[EvidenceFeature.LOCAL_MISSING_SHARE] = local_missing_share(output, context, sources=sources)
     if EvidenceFeature.SHARE_CHANGED_QUANTITIES in wanted:
         found[EvidenceFeature.SHARE_CHANGED_QUANTITIES] = share_changed_quantities(output, context)
     return {f: found[f] for f in EvidenceFeature if f in wanted}
