@@ -1,10 +1,11 @@
 """How a batch reaches the model: one dedicated thread per model, so the event loop never runs inference.
 
-The worker only awaits a `Runner` (windows in, one probability row per window out); tests pass
-an async fake, the server a `ThreadRunner` around the model's `forward`. A runner may say how
-long the model itself took (`last_run_s`): timed on the event loop, a batch would also count
-the loop's own backlog (in a burst of 400 requests, a batch of ~67 ms on its thread measured 208 ms), and the
-cost estimate learnt from it would refuse work the model could do.
+A worker hands a batch to a `Runner` (windows in, an awaitable of one probability row per window
+out) and takes the rows when it is done; tests pass an async fake, the server a `ThreadRunner`
+around the model's `forward`. A runner may say how long the model itself took (`last_run_s`):
+timed on the event loop, a batch would also count the loop's own backlog (in a burst of 400
+requests, a batch of ~67 ms on its thread measured 208 ms), and the cost estimate learnt from
+it would refuse work the model could do.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class ThreadRunner:
 
     The thread takes batches from a queue and settles each batch's asyncio future itself (one
     `call_soon_threadsafe`): `run_in_executor` would also build a `concurrent.futures.Future`,
-    chain it to the asyncio one and wake the loop through both, ~10 us of the loop's core a batch.
+    chain it to the asyncio one and settle both: ~15 us more of the loop's core a batch
+    (bench/scheduler_turnaround.py).
     """
 
     def __init__(self, predict: Predict, name: str) -> None:

@@ -3,7 +3,7 @@
 The public face of service/batching/ (routes and the registry use only this module and the
 errors it names). It wires parts that each do one job, the way `policy.decide` is kept pure:
 `admission` (pure: take a request or say why not), `queue` (the queue state, one method per
-change), `worker` (the loop: batch, run off the event loop, fan results and errors out; one
+change), `worker` (its turns: batch, run off the event loop, fan results and errors out; one
 per model instance), `cost` (the learned cost per token of one instance), `runner` (an
 instance's inference thread) and `observer` (what `service.metrics` hears). It knows only
 windows, futures, runners and a clock (text-embeddings-inference's queue.rs and infer.rs are

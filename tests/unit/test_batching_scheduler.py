@@ -350,3 +350,25 @@ async def test_worker_learns_the_models_own_time_when_the_runner_knows_it(setup)
     await first
     assert scheduler.cost_per_token_s == pytest.approx(0.0005)
     assert scheduler.idle_cost_per_token_s == pytest.approx(0.0005)
+
+
+async def test_a_runner_that_refuses_a_batch_outright_fails_only_that_batch() -> None:
+    calls: list[int] = []
+
+    def refuses_once(windows: Sequence[Window]) -> asyncio.Future[np.ndarray]:
+        calls.append(len(windows))
+        if len(calls) == 1:
+            raise RuntimeError("no thread to run it on")
+        answered: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        answered.set_result(np.zeros((len(windows), 2)))
+        return answered
+
+    scheduler = BatchScheduler(
+        refuses_once, clock=FakeClock(), limits=batch_limits(max_wait_s=0), admission=admission_limits()
+    )
+    scheduler.start()
+    with pytest.raises(BatchFailedError):
+        await scheduler.submit([window(1)], OBS, deadline=2000.0)
+    assert (await scheduler.submit([window(2)], OBS, deadline=2000.0)).rows.shape == (1, 2)
+    assert scheduler.alive
+    await scheduler.stop()
