@@ -25,7 +25,8 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,6 +39,17 @@ from service.batching.runner import Runner
 from service.runtime.encoding import Window
 
 Batch = list[tuple[QueuedRequest, int]]  # (request, index of its window) per row
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A batch handed to the runner, as its end needs it back."""
+
+    batch: Batch
+    requests: list[QueuedRequest]  # each once, in the batch's order
+    windows: list[Window]
+    started: float
+
 
 log = logging.getLogger(__name__)
 
@@ -244,37 +256,24 @@ class BatchWorker:
             running = asyncio.get_running_loop().create_future()
             running.set_exception(exc)
         self._in_flight = running
-        running.add_done_callback(functools.partial(self._finished, batch, requests, windows, now))
+        running.add_done_callback(functools.partial(self._finished, _Flight(batch, requests, windows, now)))
 
-    def _finished(
-        self,
-        batch: Batch,
-        requests: list[QueuedRequest],
-        windows: Sequence[Window],
-        started: float,
-        running: asyncio.Future[np.ndarray],
-    ) -> None:
+    def _finished(self, flight: _Flight, running: asyncio.Future[np.ndarray]) -> None:
         self._in_flight = None
         self.busy_until = None
         if not self._running:
             return  # stopped: its requests were failed with the rest of the queue
         try:
-            self._answer(batch, requests, windows, started, running)
+            self._answer(flight, running)
             self.on_batch_done()
         except Exception:
             self._die()
             return
         self._turn()  # the model is free: the next batch now, not after a pass of the loop
 
-    def _answer(
-        self,
-        batch: Batch,
-        requests: list[QueuedRequest],
-        windows: Sequence[Window],
-        started: float,
-        running: asyncio.Future[np.ndarray],
-    ) -> None:
+    def _answer(self, flight: _Flight, running: asyncio.Future[np.ndarray]) -> None:
         """Give each request of the batch its rows (the last one missing completes it), or fail them."""
+        batch, requests, windows = flight.batch, flight.requests, flight.windows
         try:
             probs = running.result()
             if len(probs) != len(windows):
@@ -287,7 +286,7 @@ class BatchWorker:
                 if not request.future.done():
                     request.future.set_exception(BatchFailedError(error_id))
             return
-        seconds = self.clock.now() - started
+        seconds = self.clock.now() - flight.started
         real = sum(len(w) for w in windows)
         # the model's own time when the runner knows it (runner.py); one batch at a time per runner
         measured = getattr(self.runner, "last_run_s", None)
