@@ -15,7 +15,7 @@ it dead for readiness to report.
 Turns are callbacks on the event loop, not the steps of a task: a request's way to the model
 and back is one loop callback each way (a turn scheduled by `submit`, the turn that follows a
 batch's end), where a task cost a wake-up through an Event, a step and a resumption on either
-side: 0.035-0.04 ms of the loop's core a request at idle, measured end to end against the same
+side: 0.034-0.041 ms of the loop's core a request at idle, measured end to end against the same
 code with the task (docs/benchmarks.md, "The scheduler's own cost").
 """
 
