@@ -64,8 +64,7 @@ class FakeClock:
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
-        self._timers: list[tuple[float, asyncio.Future[None]]] = []  # wait's
-        self._calls: list[_FakeCall] = []  # call_at's
+        self._calls: list[_FakeCall] = []
 
     def now(self) -> float:
         return self._now
@@ -78,11 +77,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
-        due = [f for t, f in self._timers if t <= self._now]
-        self._timers = [(t, f) for t, f in self._timers if t > self._now]
-        for fut in due:
-            if not fut.done():
-                fut.set_result(None)
         self._call_due()
 
     def _call_due(self) -> None:
@@ -97,12 +91,15 @@ class FakeClock:
         if until is not None and until <= self._now:
             return
         waiters: list[asyncio.Future[None] | asyncio.Task[bool]] = [asyncio.ensure_future(event.wait())]
+        timer: Timer | None = None
         if until is not None:
-            timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._timers.append((until, timer))
-            waiters.append(timer)
+            reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            timer = self.call_at(until, lambda: None if reached.done() else reached.set_result(None))
+            waiters.append(reached)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if timer is not None:
+                timer.cancel()
             for w in waiters:
                 w.cancel()

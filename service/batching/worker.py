@@ -48,6 +48,7 @@ class _Flight:
     batch: Batch
     requests: list[QueuedRequest]  # each once, in the batch's order
     windows: list[Window]
+    tokens: int  # real tokens of the windows
     started: float
 
 
@@ -247,7 +248,8 @@ class BatchWorker:
                 request.started_at = now
                 self.observer.queue_waited(request.priority, now - request.arrived)
         windows = [request.windows[index] for request, index in batch]
-        self.busy_until = now + sum(len(w) for w in windows) * self.cost.per_token_s
+        tokens = sum(len(w) for w in windows)
+        self.busy_until = now + tokens * self.cost.per_token_s
         self._settled.clear()
         running: asyncio.Future[np.ndarray]
         try:
@@ -256,7 +258,8 @@ class BatchWorker:
             running = asyncio.get_running_loop().create_future()
             running.set_exception(exc)
         self._in_flight = running
-        running.add_done_callback(functools.partial(self._finished, _Flight(batch, requests, windows, now)))
+        flight = _Flight(batch, requests, windows, tokens, now)
+        running.add_done_callback(functools.partial(self._finished, flight))
 
     def _finished(self, flight: _Flight, running: asyncio.Future[np.ndarray]) -> None:
         self._in_flight = None
@@ -286,8 +289,7 @@ class BatchWorker:
                 if not request.future.done():
                     request.future.set_exception(BatchFailedError(error_id))
             return
-        seconds = self.clock.now() - flight.started
-        real = sum(len(w) for w in windows)
+        seconds, real = self.clock.now() - flight.started, flight.tokens
         # the model's own time when the runner knows it (runner.py); one batch at a time per runner
         measured = getattr(self.runner, "last_run_s", None)
         self.cost.learn(measured if measured is not None else seconds, real)
